@@ -1,0 +1,114 @@
+"""Typed errors, translated once: to HTTP statuses in handlers, to `{"error"}` events mid-stream.
+
+    ChatError
+    ├── RequestError                 bad input, refused before any model call (4xx)
+    │   ├── InvalidRequest           400
+    │   ├── InvalidSessionId         400
+    │   ├── UnknownRole              400
+    │   ├── PromptTooLong            413
+    │   ├── Unauthorized             401
+    │   ├── SessionNotFound          404
+    │   ├── SessionBusy              409 (another turn holds the session)
+    │   └── RateLimited              429 (with retry_after)
+    ├── SessionConflict              a sequence number was taken by a concurrent writer
+    ├── StoreError                   the session store failed or kept throttling
+    └── UpstreamError                the model provider failed (an `{"error"}` event)
+        ├── UpstreamAuthError        401/403: the provider rejected the API key
+        ├── UpstreamRateLimited      429 after retries
+        ├── UpstreamUnavailable      5xx or connection failure after retries
+        ├── UpstreamRejected         other 4xx (bad request, unknown model, ...)
+        ├── UpstreamProtocolError    a chunk that is not JSON, a body that ends early
+        └── UpstreamTimeout          no first token / a gap between chunks too long
+"""
+
+from __future__ import annotations
+
+
+class ChatError(Exception):
+    """Base of every error the project raises on purpose; `str(exc)` is safe to show users."""
+
+
+class RequestError(ChatError):
+    status_code = 400
+
+
+class InvalidRequest(RequestError):
+    status_code = 400
+
+
+class InvalidSessionId(RequestError):
+    status_code = 400
+
+    def __init__(self) -> None:
+        super().__init__("malformed session id")
+
+
+class UnknownRole(RequestError):
+    status_code = 400
+
+
+class PromptTooLong(RequestError):
+    status_code = 413
+
+
+class Unauthorized(RequestError):
+    status_code = 401
+
+
+class SessionNotFound(RequestError):
+    status_code = 404
+
+    def __init__(self, session_id: str = "") -> None:
+        super().__init__("unknown or expired session")
+        self.session_id = session_id
+
+
+class SessionBusy(RequestError):
+    status_code = 409
+
+    def __init__(self) -> None:
+        super().__init__("another turn is in progress on this session; retry when it ends")
+
+
+class RateLimited(RequestError):
+    status_code = 429
+
+    def __init__(self, message: str, *, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SessionConflict(ChatError):
+    pass
+
+
+class StoreError(ChatError):
+    pass
+
+
+class UpstreamError(ChatError):
+    pass
+
+
+class UpstreamAuthError(UpstreamError):
+    pass
+
+
+class UpstreamRateLimited(UpstreamError):
+    pass
+
+
+class UpstreamUnavailable(UpstreamError):
+    pass
+
+
+class UpstreamRejected(UpstreamError):
+    pass
+
+
+class UpstreamProtocolError(UpstreamError):
+    pass
+
+
+class UpstreamTimeout(UpstreamError):
+    pass

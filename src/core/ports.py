@@ -1,0 +1,84 @@
+"""The two ports of the core: a streaming chat model and a session store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from core.events import Usage
+from core.messages import Message, Session, ToolCall
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallBegan:
+    """The model started a tool call: id and name are known, arguments still streaming."""
+
+    id: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """The model's step ended; tool calls are whole here, arguments assembled."""
+
+    finish_reason: str
+    usage: Usage = field(default_factory=Usage)
+    tool_calls: tuple[ToolCall, ...] = ()
+
+
+ModelEvent = TextDelta | ToolCallBegan | Completion
+
+
+class ChatModel(Protocol):
+    """A streaming chat model. Failures raise `core.errors.UpstreamError` subclasses."""
+
+    @property
+    def name(self) -> str: ...
+
+    def stream(
+        self, messages: Sequence[Message], *, tools: Sequence[dict[str, Any]] = ()
+    ) -> AsyncIterator[ModelEvent]:
+        """Stream one model step. Ends with exactly one `Completion`."""
+        ...
+
+
+class SessionStore(Protocol):
+    """Conversation storage: one record per message, appended under a sequence number.
+
+    Invariants every adapter keeps:
+    - `append` is atomic (all messages or none) and conditional: a taken sequence number
+      raises `SessionConflict`, so concurrent writers never overwrite each other.
+    - `lock` is a lease: a crashed holder blocks the session only until `lease_seconds` pass.
+    - expired sessions (and expired message records) are invisible on read, even where the
+      backing store deletes them late.
+    """
+
+    async def create(self, session_id: str, *, title: str, now: float) -> None: ...
+
+    async def load(self, session_id: str, *, now: float, limit: int | None = None) -> Session:
+        """The session with its last `limit` messages, oldest first; `SessionNotFound`."""
+        ...
+
+    async def lock(self, session_id: str, *, owner: str, now: float, lease_seconds: float) -> None:
+        """Take the session's turn lease; `SessionBusy` if another owner holds it."""
+        ...
+
+    async def unlock(self, session_id: str, *, owner: str) -> None: ...
+
+    async def append(
+        self, session_id: str, messages: Sequence[Message], *, seq: int, now: float
+    ) -> int:
+        """Store `messages` at `seq`, `seq + 1`, ...; return the next free sequence."""
+        ...
+
+    async def delete(self, session_id: str, *, now: float) -> None:
+        """Forget the session and its messages; `SessionNotFound` if unknown or expired."""
+        ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,74 @@
+"""All configuration, from the environment. Field names are the env vars of template.yaml."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
+
+
+class Settings(BaseSettings):
+    """Explicit arguments beat the environment: `Settings(openai_model="x")`."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", env_file=None)
+
+    # The model.
+    openai_api_key: SecretStr | None = None
+    openai_api_key_secret: str | None = Field(
+        default=None, description="Secrets Manager id of the API key (used on Lambda)"
+    )
+    openai_base_url: str = DEFAULT_OPENAI_BASE_URL
+    openai_model: str = "gpt-4.1-mini"
+    system_prompt: str = "You are a helpful, concise assistant."
+    max_tokens: int = Field(default=1024, ge=1)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    first_token_timeout_seconds: float = Field(default=60.0, gt=0)
+    idle_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    # Sessions.
+    session_store: Literal["sqlite", "dynamodb", "memory"] = "sqlite"
+    sessions_table: str = "sse-chat-sessions"
+    sqlite_path: str = ".data/sessions.db"
+    session_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    history_messages: int = Field(default=50, ge=2, description="history window sent to the model")
+
+    # Tools and roles.
+    tools: str = "calculator,get_current_time"
+    max_tool_steps: int = Field(default=5, ge=0)
+    tool_timeout_seconds: float = Field(default=10.0, gt=0)
+
+    # Limits and safety.
+    max_prompt_chars: int = Field(default=16_000, ge=1)
+    turn_timeout_seconds: float = Field(default=120.0, gt=0)
+    heartbeat_seconds: float = Field(default=10.0, gt=0, le=15)
+    access_key: SecretStr | None = None
+    rate_limit_per_minute: int = Field(default=30, ge=0, description="0 turns the limit off")
+    daily_token_quota: int = Field(default=0, ge=0, description="0 turns the quota off")
+
+    # HTTP.
+    cors_allow_origins: str = ""
+    log_level: str = "INFO"
+
+    # The built-in simulator (used when no API key is configured).
+    simulator_token_delay_ms: float = Field(default=25.0, ge=0)
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [name.strip() for name in self.tools.split(",") if name.strip()]
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_allow_origins.split(",") if o.strip()]
+
+    @property
+    def use_simulator(self) -> bool:
+        """No key and no other server configured: the built-in simulator answers."""
+        return (
+            self.openai_api_key is None
+            and not self.openai_api_key_secret
+            and self.openai_base_url == DEFAULT_OPENAI_BASE_URL
+        )
