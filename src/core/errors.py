@@ -1,24 +1,26 @@
 """Typed errors, translated once: to HTTP statuses in handlers, to `{"error"}` events mid-stream.
 
-    ChatError
-    ├── RequestError                 bad input, refused before any model call (4xx)
-    │   ├── InvalidRequest           400
-    │   ├── InvalidSessionId         400
-    │   ├── UnknownRole              400
-    │   ├── PromptTooLong            413
-    │   ├── Unauthorized             401
-    │   ├── SessionNotFound          404
-    │   ├── SessionBusy              409 (another turn holds the session)
-    │   └── RateLimited              429 (with retry_after)
-    ├── SessionConflict              a sequence number was taken by a concurrent writer
-    ├── StoreError                   the session store failed or kept throttling
-    └── UpstreamError                the model provider failed (an `{"error"}` event)
-        ├── UpstreamAuthError        401/403: the provider rejected the API key
-        ├── UpstreamRateLimited      429 after retries
-        ├── UpstreamUnavailable      5xx or connection failure after retries
-        ├── UpstreamRejected         other 4xx (bad request, unknown model, ...)
-        ├── UpstreamProtocolError    a chunk that is not JSON, a body that ends early
-        └── UpstreamTimeout          no first token / a gap between chunks too long
+ChatError
+├── RequestError                 bad input, refused before any model call (4xx)
+│   ├── InvalidRequest           400
+│   ├── InvalidSessionId         400
+│   ├── UnknownRole              400
+│   ├── PromptTooLong            413
+│   ├── MessageTooLarge          413 (one message over the store's item limit)
+│   ├── Unauthorized             401
+│   ├── SessionNotFound          404
+│   ├── SessionBusy              409 (another turn holds the session)
+│   └── RateLimited              429 (with retry_after)
+├── SessionConflict              a sequence number was taken by a concurrent writer
+├── StoreError                   the session store failed or kept throttling
+└── UpstreamError                the model provider failed (an `{"error"}` event)
+    ├── UpstreamAuthError        401/403: the provider rejected the API key
+    ├── UpstreamRateLimited      429 after retries
+    ├── UpstreamUnavailable      5xx or connection failure after retries
+    ├── UpstreamRejected         other 4xx (bad request, unknown model, ...)
+    ├── UpstreamProtocolError    a chunk that is not JSON, a body that ends early
+    └── UpstreamTimeout          no first token / a gap between chunks too long
+        └── TurnDeadline         the turn ran out of time (TURN_TIMEOUT_SECONDS / Lambda)
 """
 
 from __future__ import annotations
@@ -49,6 +51,17 @@ class UnknownRole(RequestError):
 
 class PromptTooLong(RequestError):
     status_code = 413
+
+
+class MessageTooLarge(RequestError):
+    """One message is over `core.history.MAX_MESSAGE_BYTES` (DynamoDB's item limit is 400 KB)."""
+
+    status_code = 413
+
+    def __init__(self, size_bytes: int, limit_bytes: int) -> None:
+        super().__init__(f"message too large to store: {size_bytes} bytes (limit {limit_bytes})")
+        self.size_bytes = size_bytes
+        self.limit_bytes = limit_bytes
 
 
 class Unauthorized(RequestError):
@@ -112,3 +125,8 @@ class UpstreamProtocolError(UpstreamError):
 
 class UpstreamTimeout(UpstreamError):
     pass
+
+
+class TurnDeadline(UpstreamTimeout):
+    def __init__(self) -> None:
+        super().__init__("time limit reached")

@@ -42,9 +42,16 @@ class ChatModel(Protocol):
     def name(self) -> str: ...
 
     def stream(
-        self, messages: Sequence[Message], *, tools: Sequence[dict[str, Any]] = ()
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+        deadline: float | None = None,
     ) -> AsyncIterator[ModelEvent]:
-        """Stream one model step. Ends with exactly one `Completion`."""
+        """Stream one model step; ends with exactly one `Completion`.
+
+        `deadline` is a `time.monotonic()` instant: no wait may run past it (`UpstreamTimeout`).
+        """
         ...
 
 

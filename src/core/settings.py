@@ -7,7 +7,6 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
 
 

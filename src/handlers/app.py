@@ -1,0 +1,268 @@
+"""The FastAPI app and composition root: builds everything from Settings, same app everywhere.
+
+Locally uvicorn serves `app` (streaming); on Lambda the Web Adapter runs the same under
+uvicorn (streaming), and `handler` serves it through Mangum (buffered).
+"""
+
+
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import aclosing, asynccontextmanager
+from importlib.resources import files
+from typing import Annotated, Any
+
+import fastapi.routing
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict, StrictStr
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.chat import Turn, TurnLimits, TurnRequest, begin_turn
+from core.errors import RateLimited, RequestError
+from core.ports import ChatModel, SessionStore
+from core.roles import system_prompt_for
+from core.session_ids import check_session_id
+from core.settings import Settings
+from core.tools import ToolRegistry, builtin_registry
+from handlers.sse import to_sse
+
+logger = logging.getLogger("sse_chat_agent")
+
+STATIC_DIR = files("handlers").joinpath("static")
+LAMBDA_DEADLINE_MARGIN_SECONDS = 3.0
+
+
+class ChatBody(BaseModel):
+    """`POST /chat` body; the prompt is checked by the core (400 empty, 413 too long)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: StrictStr | None = None
+    session: StrictStr | None = None
+    role: StrictStr | None = None
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    model: ChatModel | None = None,
+    sessions: SessionStore | None = None,
+    tools: ToolRegistry | None = None,
+    in_process_simulator: bool = False,
+) -> FastAPI:
+    """Build the app. Explicit arguments (fakes in tests) beat what Settings would build."""
+    settings = settings or Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    # FastAPI pings idle SSE streams; our contract is "at least every 15 s", so pick the interval.
+    fastapi.routing._PING_INTERVAL = settings.heartbeat_seconds  # type: ignore[attr-defined]
+
+    from handlers.services import build_model, build_store
+
+    simulator: FastAPI | None = None
+    if model is None and settings.use_simulator:
+        from handlers.simulator import create_simulator
+
+        simulator = create_simulator(token_delay_ms=settings.simulator_token_delay_ms)
+    chat_model = model or build_model(
+        settings, simulator=simulator if in_process_simulator else None
+    )
+    store = sessions or build_store(settings)
+    registry = tools if tools is not None else builtin_registry(settings.tool_names)
+    limits = TurnLimits(
+        max_prompt_chars=settings.max_prompt_chars,
+        history_messages=settings.history_messages,
+        max_tool_steps=settings.max_tool_steps,
+        tool_timeout_seconds=settings.tool_timeout_seconds,
+        turn_timeout_seconds=settings.turn_timeout_seconds,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if simulator is not None:
+            logger.warning(
+                "No OPENAI_API_KEY set: the built-in simulator answers (model %r)", chat_model.name
+            )
+        yield
+        await store.aclose()
+        aclose = getattr(chat_model, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    app = FastAPI(
+        title="sse-chat-agent",
+        summary="A streaming chat agent: an OpenAI-compatible model's tokens over SSE.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.model = chat_model
+    app.state.sessions = store
+    app.state.simulator = simulator
+    _install_error_handlers(app)
+
+    if settings.cors_origins:
+        # Local only: on Lambda the Function URL's Cors config answers, and two layers would
+        # send duplicate Access-Control-Allow-Origin headers, which browsers reject.
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["content-type", "authorization"],
+            max_age=600,
+        )
+
+    async def start_turn(
+        request: Request, prompt: str | None, session: str | None, role: str | None
+    ) -> Turn:
+        turn_request = TurnRequest(
+            prompt=prompt if prompt is not None else "",
+            session_id=session or None,
+            system_prompt=system_prompt_for(role or None, settings.system_prompt),
+        )
+        return await begin_turn(
+            turn_request,
+            model=chat_model,
+            sessions=store,
+            tools=registry,
+            limits=limits,
+            deadline=_lambda_deadline(request),
+        )
+
+    async def turn_from_query(
+        request: Request,
+        prompt: str | None = None,
+        session: str | None = None,
+        role: str | None = None,
+    ) -> Turn:
+        return await start_turn(request, prompt, session, role)
+
+    async def turn_from_body(request: Request, body: ChatBody) -> Turn:
+        return await start_turn(request, body.prompt, body.session, body.role)
+
+    @app.get("/chat", response_class=EventSourceResponse, tags=["chat"])
+    async def chat_get(
+        turn: Annotated[Turn, Depends(turn_from_query)],
+    ) -> AsyncIterator[ServerSentEvent]:
+        """Stream one turn as Server-Sent Events (EventSource-compatible)."""
+        async for message in _stream(turn):
+            yield message
+
+    @app.post("/chat", response_class=EventSourceResponse, tags=["chat"])
+    async def chat_post(
+        turn: Annotated[Turn, Depends(turn_from_body)],
+    ) -> AsyncIterator[ServerSentEvent]:
+        """The same stream for fetch() and long prompts."""
+        async for message in _stream(turn):
+            yield message
+
+    @app.get("/sessions/{session_id}", tags=["sessions"])
+    async def get_session(session_id: str) -> dict[str, Any]:
+        """The session's messages, oldest first."""
+        loaded = await store.load(check_session_id(session_id), now=time.time())
+        return {
+            "id": loaded.id,
+            "title": loaded.title,
+            "created_at": loaded.created_at,
+            "updated_at": loaded.updated_at,
+            "messages": [m.to_public() for m in loaded.messages],
+        }
+
+    @app.delete("/sessions/{session_id}", status_code=204, tags=["sessions"])
+    async def delete_session(session_id: str) -> Response:
+        """Forget a session."""
+        await store.delete(check_session_id(session_id), now=time.time())
+        return Response(status_code=204)
+
+    @app.get("/healthz", tags=["ops"])
+    async def healthz() -> dict[str, Any]:
+        """Liveness."""
+        return {"status": "ok", "model": chat_model.name, "store": settings.session_store}
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(str(STATIC_DIR.joinpath("index.html")), media_type="text/html")
+
+    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    if simulator is not None:
+        app.mount("/simulator", simulator)
+    return app
+
+
+async def _stream(turn: Turn) -> AsyncIterator[ServerSentEvent]:
+    seq = 0
+    async with aclosing(turn.events()) as events:
+        async for event in events:
+            seq += 1
+            yield to_sse(event, seq)
+
+
+def _lambda_deadline(request: Request) -> float | None:
+    """The invocation's deadline as a monotonic instant, from the Web Adapter's context header."""
+    raw = request.headers.get("x-amzn-lambda-context")
+    if not raw:
+        return None
+    try:
+        deadline_ms = float(json.loads(raw)["deadline"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    left = deadline_ms / 1000 - time.time() - LAMBDA_DEADLINE_MARGIN_SECONDS
+    return time.monotonic() + max(left, 0.0)
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every refusal is `application/json` `{"error": ...}`; never a traceback."""
+
+    @app.exception_handler(RequestError)
+    async def request_error(_: Request, exc: RequestError) -> JSONResponse:
+        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
+        return _error(exc.status_code, str(exc), headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error(400, _describe_validation(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.error("unexpected %s", type(exc).__name__)
+        return _error(500, "internal error")
+
+
+def _describe_validation(exc: RequestValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        if error.get("type") == "json_invalid":
+            return "request body is not valid JSON"
+        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
+        problems.append(f"{where}: {error.get('msg', 'invalid')}")
+    return "; ".join(problems) or "invalid request"
+
+
+def __getattr__(name: str) -> Any:
+    """`app` and `handler` are built on first use, so importing this module stays cheap."""
+    if name == "app":
+        globals()["app"] = create_app()
+        return globals()["app"]
+    if name == "handler":
+        from mangum import Mangum
+
+        # Buffered Lambda entry (sam local invoke, API Gateway, ALB): its own app instance,
+        # with the simulator (if used) called in-process since no server listens here.
+        globals()["handler"] = Mangum(create_app(in_process_simulator=True), lifespan="auto")
+        return globals()["handler"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

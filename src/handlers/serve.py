@@ -1,0 +1,41 @@
+"""`make serve` and run.sh: uvicorn on HOST:PORT (default 127.0.0.1:8000)."""
+
+from __future__ import annotations
+
+import os
+
+import uvicorn
+
+from core.settings import Settings
+
+
+def uvicorn_options(settings: Settings) -> dict[str, object]:
+    """Server options the contract depends on.
+
+    h11 refuses request lines over 16 KB with a plain-text error; a prompt up to
+    MAX_PROMPT_CHARS in `GET /chat?prompt=` (up to 9 bytes a character once percent-encoded)
+    must reach the app, which answers 413 JSON past the limit.
+    """
+    return {
+        "http": "h11",
+        "h11_max_incomplete_event_size": max(1 << 20, settings.max_prompt_chars * 12 + (64 << 10)),
+        "timeout_graceful_shutdown": 5,
+        "log_level": settings.log_level.lower(),
+    }
+
+
+def main() -> None:
+    host = os.environ.get("HOST") or "127.0.0.1"
+    port = int(os.environ.get("PORT") or "8000")
+    os.environ["PORT"] = str(port)  # the simulator's URL is built from it
+    settings = Settings()
+    if settings.use_simulator:
+        print("sse-chat-agent: no OPENAI_API_KEY set, the built-in simulator answers.")
+    print(
+        f"sse-chat-agent: open http://{host}:{port}/ (curl -N 'http://{host}:{port}/chat?prompt=hello')"
+    )
+    uvicorn.run("handlers.app:app", host=host, port=port, **uvicorn_options(settings))  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

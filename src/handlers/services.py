@@ -1,0 +1,98 @@
+"""Builds the adapters Settings asks for; the only place that picks concrete classes."""
+
+from __future__ import annotations
+
+import os
+from functools import partial
+
+import httpx
+from fastapi import FastAPI
+
+from core.openai_stream import OpenAIChatModel
+from core.ports import SessionStore
+from core.settings import Settings
+
+SECRET_MAX_AGE_SECONDS = 300
+
+
+class Model(OpenAIChatModel):
+    """The OpenAI adapter owning its HTTP client (closed with the app)."""
+
+    def __init__(self, client: httpx.AsyncClient, **kwargs: object) -> None:
+        super().__init__(client=client, **kwargs)  # type: ignore[arg-type]
+        self._owned_client = client
+
+    async def aclose(self) -> None:
+        await self._owned_client.aclose()
+
+
+def build_model(settings: Settings, *, simulator: FastAPI | None = None) -> Model:
+    timeout = httpx.Timeout(
+        connect=settings.connect_timeout_seconds, read=None, write=30.0, pool=30.0
+    )
+    limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
+    if settings.use_simulator:
+        if simulator is not None:
+            # No server listens (buffered Lambda path): call the simulator in-process.
+            client = httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=simulator), timeout=timeout
+            )
+            base_url = "http://simulator/v1"
+        else:
+            client = httpx.AsyncClient(timeout=timeout, limits=limits)
+            base_url = f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/simulator/v1"
+        return Model(
+            client,
+            base_url=base_url,
+            model=settings.openai_model,
+            api_key=_no_key,
+            max_tokens=settings.max_tokens,
+            display_name=f"{settings.openai_model} (simulator)",
+            first_token_timeout=settings.first_token_timeout_seconds,
+            idle_timeout=settings.idle_timeout_seconds,
+        )
+    return Model(
+        httpx.AsyncClient(timeout=timeout, limits=limits),
+        base_url=settings.openai_base_url,
+        model=settings.openai_model,
+        api_key=partial(_api_key, settings),
+        max_tokens=settings.max_tokens,
+        first_token_timeout=settings.first_token_timeout_seconds,
+        idle_timeout=settings.idle_timeout_seconds,
+    )
+
+
+async def _no_key() -> str | None:
+    return None
+
+
+async def _api_key(settings: Settings) -> str | None:
+    """OPENAI_API_KEY, else the Secrets Manager secret (read lazily, cached, never logged)."""
+    if settings.openai_api_key is not None:
+        return settings.openai_api_key.get_secret_value()
+    if not settings.openai_api_key_secret:
+        return None
+    import anyio
+    from aws_lambda_powertools.utilities import parameters
+
+    secret_id = settings.openai_api_key_secret
+    value = await anyio.to_thread.run_sync(
+        lambda: parameters.get_secret(secret_id, max_age=SECRET_MAX_AGE_SECONDS)
+    )
+    return str(value).strip()
+
+
+def build_store(settings: Settings) -> SessionStore:
+    if settings.session_store == "memory":
+        from core.memory_store import MemorySessionStore
+
+        return MemorySessionStore(ttl_seconds=settings.session_ttl_seconds)
+    if settings.session_store == "dynamodb":
+        from core.dynamodb_store import DynamoDBSessionStore
+
+        return DynamoDBSessionStore(
+            settings.sessions_table, ttl_seconds=settings.session_ttl_seconds
+        )
+    from core.sqlite_store import SQLiteSessionStore
+
+    return SQLiteSessionStore(settings.sqlite_path, ttl_seconds=settings.session_ttl_seconds)
