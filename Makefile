@@ -38,7 +38,33 @@ typecheck: venv
 pytest: venv
 	$(BIN)/pytest
 
-test: lint typecheck pytest
+test: lint typecheck cfn-lint pytest
+
+# aws-sam-cli pins boto3, click and cfn-lint: it gets its own venv, never the app's.
+SAM := SAM_CLI_TELEMETRY=0 $(TOOLS)/bin/sam
+
+$(TOOLS)/bin/.installed:
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --upgrade pip
+	$(TOOLS)/bin/python -m pip install --quiet 'aws-sam-cli>=1.140' cfn-lint
+	@touch $@
+
+tools: $(TOOLS)/bin/.installed
+
+# Offline: neither needs AWS credentials or a region.
+cfn-lint: tools
+	$(TOOLS)/bin/cfn-lint template.yaml
+	$(SAM) validate --lint
+
+# sam build needs the runtime's Python (3.13) on PATH; pyenv provides it here.
+build: tools
+	@PYENV_VERSION=$(SAM_PYTHON_VERSION) python3.13 --version >/dev/null 2>&1 || \
+	  { echo "sam build needs python3.13 on PATH (pyenv install $(SAM_PYTHON_VERSION), or your OS package)"; exit 1; }
+	PYENV_VERSION=$(SAM_PYTHON_VERSION) $(SAM) build $(if $(CONFIG_ENV),--config-env $(CONFIG_ENV))
+
+# Needs AWS credentials. CONFIG_ENV=prod deploys samconfig.toml's [prod] section.
+deploy: build
+	$(SAM) deploy $(if $(CONFIG_ENV),--config-env $(CONFIG_ENV))
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .aws-sam .mypy_cache .pytest_cache .ruff_cache
