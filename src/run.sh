@@ -7,10 +7,9 @@ set -euo pipefail
 TASK_ROOT="${LAMBDA_TASK_ROOT:-$(cd "$(dirname "$0")" && pwd)}"
 export PATH="$PATH:$TASK_ROOT/bin"
 export PYTHONPATH="$TASK_ROOT${PYTHONPATH:+:$PYTHONPATH}"
-# 127.0.0.1: only the adapter, in the same sandbox, talks to uvicorn. The h11 limit lets a long
-# GET /chat?prompt=... reach the app, which answers 413 in JSON rather than h11's bare 400.
-exec python -m uvicorn handlers.app:app \
-  --host 127.0.0.1 \
-  --port "${AWS_LWA_PORT:-${PORT:-8080}}" \
-  --no-access-log \
-  --h11-max-incomplete-event-size 262144
+# The adapter's port (AWS_LWA_PORT, else PORT, else its default 8080). 127.0.0.1: only the
+# adapter, in the same sandbox, talks to the app.
+export PORT="${AWS_LWA_PORT:-${PORT:-8080}}"
+export HOST=127.0.0.1
+# handlers.serve runs uvicorn on HOST:PORT with the options the contract needs (URL size, shutdown).
+exec python -m handlers.serve

@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from packaging.requirements import Requirement
 
 from core.settings import Settings
+from tests.dynamodb_table import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "template.yaml"
 SAMCONFIG = ROOT / "samconfig.toml"
 RUN_SH = ROOT / "src" / "run.sh"
 
@@ -38,34 +37,6 @@ PLATFORM_ENV = {
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
 }
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """SafeLoader that reads CloudFormation short tags (!Ref, !If, ...) as their long form."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        assert isinstance(node, yaml.MappingNode)
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        return {"Fn::GetAtt": value.split(".", 1)}
-    return {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def load_template() -> dict[str, Any]:
-    data = yaml.load(TEMPLATE.read_text(encoding="utf-8"), Loader=_CfnLoader)
-    assert isinstance(data, dict)
-    return data
 
 
 def if_(condition: str, then: Any, otherwise: Any) -> dict[str, Any]:
@@ -142,13 +113,14 @@ def test_one_adapter_layer_per_architecture(template: dict[str, Any]) -> None:
     assert function["Layers"] == if_("IsStreaming", [if_("IsArm64", arm, x86)], NO_VALUE)
 
 
-def test_run_sh_is_executable_and_execs_uvicorn_on_the_adapter_port() -> None:
+def test_run_sh_is_executable_and_serves_on_the_adapter_port() -> None:
     assert RUN_SH.read_bytes().startswith(b"#!/bin/bash\n")
     assert b"\r" not in RUN_SH.read_bytes(), "CRLF line endings break the script on Lambda"
     assert RUN_SH.stat().st_mode & stat.S_IXUSR, "run.sh must be executable"
     text = RUN_SH.read_text(encoding="utf-8")
-    assert re.search(r"^exec python -m uvicorn handlers\.app:app", text, re.MULTILINE)
-    assert '--port "${AWS_LWA_PORT:-${PORT:-8080}}"' in text
+    # handlers.serve runs uvicorn on HOST:PORT; the simulator's URL is built from PORT too.
+    assert 'export PORT="${AWS_LWA_PORT:-${PORT:-8080}}"' in text
+    assert re.search(r"^exec python -m handlers\.serve$", text, re.MULTILINE)
 
 
 def test_git_records_run_sh_as_executable() -> None:
@@ -302,7 +274,7 @@ def test_function_timeout_outlasts_a_turn(template: dict[str, Any]) -> None:
 
 def test_outputs(template: dict[str, Any]) -> None:
     outputs = template["Outputs"]
-    assert outputs["ChatUrl"]["Value"] == {"Fn::GetAtt": ["ChatFunctionUrl", "FunctionUrl"]}
+    assert outputs["ChatUrl"]["Value"] == {"Fn::GetAtt": "ChatFunctionUrl.FunctionUrl"}
     assert outputs["SessionsTableName"]["Value"] == {"Ref": "SessionsTable"}
 
 
