@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.errors import SessionBusy, SessionConflict, SessionNotFound
+from core.history import check_appendable, expires_at, visible_window
 from core.messages import Message, Session
 
 
@@ -21,6 +22,8 @@ class _Record:
 
 
 class MemorySessionStore:
+    """Every method runs without awaiting, so each is atomic on the event loop."""
+
     def __init__(self, *, ttl_seconds: float = 7 * 24 * 3600) -> None:
         self._ttl = ttl_seconds
         self._sessions: dict[str, _Record] = {}
@@ -32,19 +35,20 @@ class MemorySessionStore:
         return record
 
     async def create(self, session_id: str, *, title: str, now: float) -> None:
-        self._sessions[session_id] = _Record(title, now, now, now + self._ttl)
+        old = self._sessions.get(session_id)
+        if old is not None and old.expires_at > now:
+            raise SessionConflict("session id already exists")
+        self._sessions[session_id] = _Record(title, now, now, expires_at(now, self._ttl))
 
     async def load(self, session_id: str, *, now: float, limit: int | None = None) -> Session:
         record = self._live(session_id, now)
-        seqs = sorted(s for s, (_, exp) in record.messages.items() if exp > now)
-        if limit is not None:
-            seqs = seqs[-limit:] if limit > 0 else []
+        stored = [record.messages[s] for s in sorted(record.messages)]
         return Session(
             id=session_id,
             title=record.title,
             created_at=record.created_at,
             updated_at=record.updated_at,
-            messages=tuple(record.messages[s][0] for s in seqs),
+            messages=visible_window(stored, now=now, limit=limit),
             next_seq=max(record.messages, default=-1) + 1,
         )
 
@@ -62,11 +66,12 @@ class MemorySessionStore:
     async def append(
         self, session_id: str, messages: Sequence[Message], *, seq: int, now: float
     ) -> int:
+        check_appendable(messages)
         record = self._live(session_id, now)
         wanted = range(seq, seq + len(messages))
         if any(s in record.messages for s in wanted):
             raise SessionConflict(f"sequence {seq} is taken")
-        expires = now + self._ttl
+        expires = expires_at(now, self._ttl)
         for s, message in zip(wanted, messages, strict=True):
             record.messages[s] = (message, expires)
         record.updated_at, record.expires_at = now, expires
