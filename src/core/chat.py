@@ -153,7 +153,7 @@ class Turn:
         """
         started_at = time.monotonic()
         parts: list[str] = []
-        status: Status = "interrupted"
+        status: Status | None = None  # set once the reply is stored
         outcome = self.outcome
         try:
             yield Started(session=self.session_id, model=self.model.name)
@@ -176,13 +176,13 @@ class Turn:
                 assert completion is not None, "ChatModel.stream ends with a Completion"
                 outcome.usage += completion.usage
                 if not completion.tool_calls:
+                    await self._store_reply(parts, "complete")
                     status = "complete"
-                    await self._store_reply(parts, status)
                     yield Done(finish_reason=completion.finish_reason, usage=outcome.usage)
                     return
                 if steps >= self.limits.max_tool_steps:
-                    status = "failed"
                     outcome.error = "tool step limit reached"
+                    status = _cut_short(parts)
                     await self._store_reply(parts, status)
                     yield Failed(
                         f"tool step limit reached ({self.limits.max_tool_steps} steps); "
@@ -223,16 +223,17 @@ class Turn:
                 self.messages.extend(exchange)
                 parts = []
         except ChatError as exc:
-            status = "failed"
             outcome.error = str(exc)
+            status = _cut_short(parts)
             await self._store_reply(parts, status, quiet=True)
             yield Failed(_failure_message(exc))
         finally:
-            outcome.status = status
             with anyio.CancelScope(shield=True):
-                if status == "interrupted":
+                if status is None:
                     # The client went away (or the server is stopping): keep what was relayed.
+                    status = "interrupted"
                     await self._store_reply(parts, status, quiet=True)
+                outcome.status = status
                 await self.sessions.unlock(self.session_id, owner=self.owner)
 
     async def _append(self, messages: Sequence[Message]) -> None:
@@ -250,6 +251,11 @@ class Turn:
         except ChatError:
             if not quiet:
                 raise
+
+
+def _cut_short(parts: list[str]) -> Status:
+    """A reply that had started is `interrupted` (its text kept); one that never did `failed`."""
+    return "interrupted" if parts else "failed"
 
 
 def _failure_message(exc: ChatError) -> str:
