@@ -1,0 +1,55 @@
+"""Fakes for the core's ports: a scripted model (no sockets)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from core.errors import UpstreamError
+from core.events import Usage
+from core.messages import Message, ToolCall
+from core.ports import Completion, ModelEvent, TextDelta, ToolCallBegan
+
+
+@dataclass
+class Step:
+    """One model step: text tokens, then tool calls (or a failure after `fail_after` tokens)."""
+
+    tokens: Sequence[str] = ()
+    tool_calls: Sequence[ToolCall] = ()
+    fail_after: int | None = None
+    error: UpstreamError | None = None
+    delay: float = 0.0
+
+
+@dataclass
+class FakeModel:
+    steps: list[Step]
+    name: str = "fake-model"
+    requests: list[list[dict[str, Any]]] = field(default_factory=list)
+
+    async def stream(
+        self,
+        messages: Sequence[Message],
+        *,
+        tools: Sequence[dict[str, Any]] = (),
+        deadline: float | None = None,
+    ) -> AsyncIterator[ModelEvent]:
+        self.requests.append([m.to_openai() for m in messages])
+        step = self.steps.pop(0) if self.steps else Step(tokens=["ok"])
+        for i, token in enumerate(step.tokens):
+            if step.fail_after is not None and i >= step.fail_after:
+                raise step.error or UpstreamError("fake failure")
+            if step.delay:
+                await anyio.sleep(step.delay)
+            yield TextDelta(token)
+        for call in step.tool_calls:
+            yield ToolCallBegan(id=call.id, name=call.name)
+        yield Completion(
+            finish_reason="tool_calls" if step.tool_calls else "stop",
+            usage=Usage(10, len(step.tokens)),
+            tool_calls=tuple(step.tool_calls),
+        )
