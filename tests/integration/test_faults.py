@@ -1,4 +1,4 @@
-"""Injected upstream faults: each ends in one `{"error"}` event, the stream closes, nothing is lost."""
+"""Injected upstream faults: one `{"error"}` event last, the stream closes, nothing is lost."""
 
 from __future__ import annotations
 
