@@ -81,6 +81,7 @@ class DynamoDBSessionStore:
     ) -> None:
         self._table = table_name
         self._client = client
+        self._owns_client = client is None  # an injected client is its owner's to close
         self._client_lock = threading.Lock()
         self._ttl = ttl_seconds
         self._max_attempts = max(max_attempts, 1)
@@ -327,8 +328,8 @@ class DynamoDBSessionStore:
         raise StoreError("session store is busy; try again")
 
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
             await anyio.to_thread.run_sync(client.close)
 
 
