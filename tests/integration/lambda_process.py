@@ -10,16 +10,21 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 
-from tests.dynamodb_table import load_template
+from tests.dynamodb_table import create_table_from_template, load_template
+from tests.sse_client import Received, stream_chat
+from tests.store_fixtures import moto_endpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_SECONDS = 30.0
 STOP_TIMEOUT_SECONDS = 15.0
+TOKEN_DELAY_MS = 20  # the simulator's, so streamed tokens arrive visibly apart
 
 
 def _resolve(
@@ -129,3 +134,59 @@ class RunSh:
 
     def log(self) -> str:
         return self.log_path.read_text(encoding="utf-8", errors="replace")[-4000:]
+
+
+def lambda_like_environment(python_bin: Path) -> dict[str, str]:
+    """Template env + fake AWS + a fresh moto table; PATH has only `python_bin` and the system."""
+    endpoint = moto_endpoint()
+    table = f"sessions-{uuid.uuid4().hex}"
+    aws = fake_aws_environment(endpoint)
+    client = boto3.client(
+        "dynamodb",
+        endpoint_url=endpoint,
+        region_name=aws["AWS_DEFAULT_REGION"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    create_table_from_template(client, table)
+    env = {
+        "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": str(Path.home()),
+        "LANG": "C.UTF-8",
+        "SIMULATOR_TOKEN_DELAY_MS": str(TOKEN_DELAY_MS),
+    }
+    return env | aws | template_environment(sessions_table=table)
+
+
+def assert_streamed_turn(received: Received) -> None:
+    assert received.status == 200, received.events
+    assert received.headers["content-type"].startswith("text/event-stream")
+    assert received.events[0]["lifecycle"] == "started"
+    assert received.last["lifecycle"] == "done"
+    assert len(received.tokens) >= 5
+    # Streamed, not buffered: tokens arrive spread over the simulator's per-token delay.
+    token_times = [t for t, e in zip(received.times, received.events, strict=True) if "token" in e]
+    assert token_times[-1] - token_times[0] >= 3 * TOKEN_DELAY_MS / 1000
+
+
+def assert_clean_shutdown(server: RunSh) -> None:
+    """SIGTERM (Lambda's shutdown): uvicorn finishes, then re-raises the signal (exit -15)."""
+    assert server.stop() in (0, -signal.SIGTERM), server.log()
+    assert "Application shutdown complete" in server.log()
+
+
+def exercise(server: RunSh) -> None:
+    """One streamed turn, then the session read back from DynamoDB."""
+    with httpx.Client(timeout=30) as client:
+        received = stream_chat(client, f"{server.url}/chat", params={"prompt": "hello"})
+        assert_streamed_turn(received)
+        stored = client.get(f"{server.url}/sessions/{received.session}")
+        assert stored.status_code == 200
+        messages = stored.json()["messages"]
+        assert [m["role"] for m in messages] == ["user", "assistant"]
+        assert messages[0]["content"] == "hello"
+        assert messages[1]["content"] == received.text
+        # No CORS from the app on Lambda (the template never sets CORS_ALLOW_ORIGINS).
+        page = client.get(f"{server.url}/", headers={"origin": "https://chat.example.com"})
+        assert page.status_code == 200
+        assert "access-control-allow-origin" not in page.headers
