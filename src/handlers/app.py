@@ -4,15 +4,16 @@ Locally uvicorn serves `app` (streaming); on Lambda the Web Adapter runs the sam
 uvicorn (streaming), and `handler` serves it through Mangum (buffered).
 """
 
-
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, Any
 
+import anyio
 import fastapi.routing
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -25,10 +26,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.chat import Turn, TurnLimits, TurnRequest, begin_turn
 from core.errors import RateLimited, RequestError
 from core.ports import ChatModel, SessionStore
+from core.rate_limit import RateLimiter
 from core.roles import system_prompt_for
 from core.session_ids import check_session_id
 from core.settings import Settings
 from core.tools import ToolRegistry, builtin_registry
+from handlers.observability import TurnTelemetry
+from handlers.security import SecurityHeaders, client_id, require_access_key
 from handlers.sse import to_sse
 
 logger = logging.getLogger("sse_chat_agent")
@@ -53,6 +57,7 @@ def create_app(
     model: ChatModel | None = None,
     sessions: SessionStore | None = None,
     tools: ToolRegistry | None = None,
+    rate_limiter: RateLimiter | None = None,
     in_process_simulator: bool = False,
 ) -> FastAPI:
     """Build the app. Explicit arguments (fakes in tests) beat what Settings would build."""
@@ -62,7 +67,7 @@ def create_app(
     # FastAPI pings idle SSE streams; our contract is "at least every 15 s", so pick the interval.
     fastapi.routing._PING_INTERVAL = settings.heartbeat_seconds  # type: ignore[attr-defined]
 
-    from handlers.services import build_model, build_store
+    from handlers.services import build_model, build_rate_limiter, build_store
 
     simulator: FastAPI | None = None
     if model is None and settings.use_simulator:
@@ -74,6 +79,16 @@ def create_app(
     )
     store = sessions or build_store(settings)
     registry = tools if tools is not None else builtin_registry(settings.tool_names)
+    limiter = rate_limiter or build_rate_limiter(settings)
+    telemetry = TurnTelemetry(settings.log_level)
+    guarded: list[Any] = []
+    if settings.access_key is not None:
+        access_key = settings.access_key.get_secret_value()
+
+        def check_key(request: Request) -> None:
+            require_access_key(request, access_key)
+
+        guarded.append(Depends(check_key))
     limits = TurnLimits(
         max_prompt_chars=settings.max_prompt_chars,
         history_messages=settings.history_messages,
@@ -105,6 +120,7 @@ def create_app(
     app.state.sessions = store
     app.state.simulator = simulator
     _install_error_handlers(app)
+    app.add_middleware(SecurityHeaders)
 
     if settings.cors_origins:
         # Local only: on Lambda the Function URL's Cors config answers, and two layers would
@@ -122,6 +138,7 @@ def create_app(
     async def start_turn(
         request: Request, prompt: str | None, session: str | None, role: str | None
     ) -> Turn:
+        await limiter.hit(client_id(request), now=time.time())
         turn_request = TurnRequest(
             prompt=prompt if prompt is not None else "",
             session_id=session or None,
@@ -147,23 +164,39 @@ def create_app(
     async def turn_from_body(request: Request, body: ChatBody) -> Turn:
         return await start_turn(request, body.prompt, body.session, body.role)
 
-    @app.get("/chat", response_class=EventSourceResponse, tags=["chat"])
+    async def stream(request: Request, turn: Turn) -> AsyncIterator[ServerSentEvent]:
+        started = time.monotonic()
+        try:
+            seq = 0
+            async with aclosing(turn.events()) as events:
+                async for event in events:
+                    seq += 1
+                    yield to_sse(event, seq)
+        finally:
+            telemetry.record(
+                turn, request_id=_request_id(request), duration=time.monotonic() - started
+            )
+            tokens = turn.outcome.usage.prompt_tokens + turn.outcome.usage.completion_tokens
+            with anyio.CancelScope(shield=True):
+                await limiter.spend(client_id(request), tokens, now=time.time())
+
+    @app.get("/chat", response_class=EventSourceResponse, tags=["chat"], dependencies=guarded)
     async def chat_get(
-        turn: Annotated[Turn, Depends(turn_from_query)],
+        request: Request, turn: Annotated[Turn, Depends(turn_from_query)]
     ) -> AsyncIterator[ServerSentEvent]:
         """Stream one turn as Server-Sent Events (EventSource-compatible)."""
-        async for message in _stream(turn):
+        async for message in stream(request, turn):
             yield message
 
-    @app.post("/chat", response_class=EventSourceResponse, tags=["chat"])
+    @app.post("/chat", response_class=EventSourceResponse, tags=["chat"], dependencies=guarded)
     async def chat_post(
-        turn: Annotated[Turn, Depends(turn_from_body)],
+        request: Request, turn: Annotated[Turn, Depends(turn_from_body)]
     ) -> AsyncIterator[ServerSentEvent]:
         """The same stream for fetch() and long prompts."""
-        async for message in _stream(turn):
+        async for message in stream(request, turn):
             yield message
 
-    @app.get("/sessions/{session_id}", tags=["sessions"])
+    @app.get("/sessions/{session_id}", tags=["sessions"], dependencies=guarded)
     async def get_session(session_id: str) -> dict[str, Any]:
         """The session's messages, oldest first."""
         loaded = await store.load(check_session_id(session_id), now=time.time())
@@ -175,7 +208,7 @@ def create_app(
             "messages": [m.to_public() for m in loaded.messages],
         }
 
-    @app.delete("/sessions/{session_id}", status_code=204, tags=["sessions"])
+    @app.delete("/sessions/{session_id}", status_code=204, tags=["sessions"], dependencies=guarded)
     async def delete_session(session_id: str) -> Response:
         """Forget a session."""
         await store.delete(check_session_id(session_id), now=time.time())
@@ -196,12 +229,14 @@ def create_app(
     return app
 
 
-async def _stream(turn: Turn) -> AsyncIterator[ServerSentEvent]:
-    seq = 0
-    async with aclosing(turn.events()) as events:
-        async for event in events:
-            seq += 1
-            yield to_sse(event, seq)
+def _request_id(request: Request) -> str:
+    context = request.headers.get("x-amzn-request-context")
+    if context:
+        try:
+            return str(json.loads(context)["requestId"])
+        except (ValueError, KeyError, TypeError):
+            pass
+    return request.headers.get("x-request-id") or uuid.uuid4().hex
 
 
 def _lambda_deadline(request: Request) -> float | None:

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 
 from core.openai_stream import OpenAIChatModel
 from core.ports import SessionStore
+from core.rate_limit import InProcessRateLimiter, RateLimiter
 from core.settings import Settings
 
 SECRET_MAX_AGE_SECONDS = 300
@@ -80,6 +81,12 @@ async def _api_key(settings: Settings) -> str | None:
         lambda: parameters.get_secret(secret_id, max_age=SECRET_MAX_AGE_SECONDS)
     )
     return str(value).strip()
+
+
+def build_rate_limiter(settings: Settings) -> RateLimiter:
+    return InProcessRateLimiter(
+        per_minute=settings.rate_limit_per_minute, daily_tokens=settings.daily_token_quota
+    )
 
 
 def build_store(settings: Settings) -> SessionStore:

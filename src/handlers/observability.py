@@ -1,0 +1,88 @@
+"""One structured log line and one set of metrics per turn (Powertools), never per token.
+
+Logged: request id, session id, model, tokens, time to first token, duration, outcome.
+Never the prompt at INFO, never a key.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any
+
+from core.chat import Turn
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger, Metrics
+
+SERVICE = "sse-chat-agent"
+NAMESPACE = "SseChatAgent"
+
+
+class TurnTelemetry:
+    """Built lazily: Powertools costs ~50 ms to import, which the cold path does not need."""
+
+    def __init__(self, log_level: str) -> None:
+        self._level = log_level.upper()
+        self._logger: Logger | None = None
+        self._metrics: Metrics | None = None
+
+    @property
+    def logger(self) -> Logger:
+        if self._logger is None:
+            from aws_lambda_powertools import Logger
+
+            self._logger = Logger(service=SERVICE, level=self._level)
+        return self._logger
+
+    @property
+    def metrics(self) -> Metrics:
+        if self._metrics is None:
+            from aws_lambda_powertools import Metrics
+
+            self._metrics = Metrics(
+                namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE),
+                service=SERVICE,
+            )
+        return self._metrics
+
+    def record(self, turn: Turn, *, request_id: str, duration: float) -> None:
+        outcome = turn.outcome
+        fields: dict[str, Any] = {
+            "request_id": request_id,
+            "session_id": turn.session_id,
+            "model": turn.model.name,
+            "outcome": outcome.status,
+            "tokens_out": outcome.tokens_out,
+            "prompt_tokens": outcome.usage.prompt_tokens,
+            "completion_tokens": outcome.usage.completion_tokens,
+            "time_to_first_token_ms": _ms(outcome.first_token_seconds),
+            "duration_ms": _ms(duration),
+        }
+        if outcome.error:
+            fields["error"] = outcome.error
+            self.logger.warning("turn failed", extra=fields)
+        else:
+            self.logger.info("turn", extra=fields)
+        if not _emit_metrics():
+            return
+        from aws_lambda_powertools.metrics import MetricUnit
+
+        metrics = self.metrics
+        if outcome.status == "complete":
+            metrics.add_metric("TurnsCompleted", MetricUnit.Count, 1)
+        else:
+            metrics.add_metric("TurnsFailed", MetricUnit.Count, 1)
+        metrics.add_metric("TokensOut", MetricUnit.Count, outcome.tokens_out)
+        if outcome.first_token_seconds is not None:
+            ttft = outcome.first_token_seconds * 1000
+            metrics.add_metric("TimeToFirstToken", MetricUnit.Milliseconds, ttft)
+        metrics.flush_metrics()
+
+
+def _emit_metrics() -> bool:
+    """EMF metrics on Lambda (CloudWatch parses them from the log); off locally unless asked."""
+    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or os.environ.get("EMIT_METRICS"))
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 1)
