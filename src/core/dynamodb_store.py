@@ -398,3 +398,75 @@ def _is_throttling(exc: ClientError) -> bool:
         return False
     codes = {reason.get("Code") for reason in _cancellation_reasons(exc)}
     return bool(codes & _THROTTLING_REASONS) and "ConditionalCheckFailed" not in codes
+
+
+class DynamoDBRateLimiter:
+    """Per-client counters in the sessions table, so every Lambda instance shares them.
+
+    Items: pk = "rate#<client>", sk = "w#<minute>" (requests) or "d#<day>" (tokens), with the
+    table's TTL attribute. A request is one conditional `ADD`: atomic, no read first; the
+    condition refuses it without counting when the window is full.
+    """
+
+    def __init__(self, store: DynamoDBSessionStore, *, per_minute: int, daily_tokens: int) -> None:
+        self._store = store
+        self._per_minute = per_minute
+        self._daily_tokens = daily_tokens
+
+    def _key(self, client: str, sk: str) -> Item:
+        return {"pk": {"S": f"rate#{client}"}, "sk": {"S": sk}}
+
+    async def hit(self, client: str, *, now: float) -> None:
+        from core.rate_limit import DAY, MINUTE, check_daily_tokens, check_request_count
+
+        table = self._store._table
+        if self._daily_tokens:
+            day_key = self._key(client, f"d#{int(now // DAY)}")
+            item = await self._store._call(
+                lambda c: c.get_item(TableName=table, Key=day_key, ConsistentRead=True)
+            )
+            used = int(item.get("Item", {}).get("tokens", {}).get("N", "0"))
+            check_daily_tokens(used, self._daily_tokens, now)
+        if not self._per_minute:
+            return
+        minute = int(now // MINUTE)
+        key = self._key(client, f"w#{minute}")
+        try:
+            await self._store._call(
+                lambda c: c.update_item(
+                    TableName=table,
+                    Key=key,
+                    UpdateExpression="ADD #n :one SET expires_at = :exp",
+                    ConditionExpression="attribute_not_exists(#n) OR #n < :limit",
+                    ExpressionAttributeNames={"#n": "count"},
+                    ExpressionAttributeValues={
+                        ":one": {"N": "1"},
+                        ":limit": {"N": str(self._per_minute)},
+                        ":exp": {"N": str((minute + 2) * MINUTE)},
+                    },
+                )
+            )
+        except ClientError as exc:
+            if _error_code(exc) != "ConditionalCheckFailedException":
+                raise StoreError("rate limiter failed") from exc
+            check_request_count(self._per_minute + 1, self._per_minute, now)
+
+    async def spend(self, client: str, tokens: int, *, now: float) -> None:
+        from core.rate_limit import DAY
+
+        if not self._daily_tokens or tokens <= 0:
+            return
+        day = int(now // DAY)
+        key = self._key(client, f"d#{day}")
+        table = self._store._table
+        await self._store._call(
+            lambda c: c.update_item(
+                TableName=table,
+                Key=key,
+                UpdateExpression="ADD tokens :t SET expires_at = :exp",
+                ExpressionAttributeValues={
+                    ":t": {"N": str(tokens)},
+                    ":exp": {"N": str((day + 2) * DAY)},
+                },
+            )
+        )

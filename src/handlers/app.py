@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.chat import Turn, TurnLimits, TurnRequest, begin_turn
-from core.errors import RateLimited, RequestError
+from core.errors import RateLimited, RequestError, StoreError
 from core.ports import ChatModel, SessionStore
 from core.rate_limit import RateLimiter
 from core.roles import system_prompt_for
@@ -79,7 +79,7 @@ def create_app(
     )
     store = sessions or build_store(settings)
     registry = tools if tools is not None else builtin_registry(settings.tool_names)
-    limiter = rate_limiter or build_rate_limiter(settings)
+    limiter = rate_limiter or build_rate_limiter(settings, store)
     telemetry = TurnTelemetry(settings.log_level)
     guarded: list[Any] = []
     if settings.access_key is not None:
@@ -263,6 +263,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def request_error(_: Request, exc: RequestError) -> JSONResponse:
         headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
         return _error(exc.status_code, str(exc), headers)
+
+    @app.exception_handler(StoreError)
+    async def store_error(_: Request, exc: StoreError) -> JSONResponse:
+        return _error(503, str(exc), {"Retry-After": "1"})
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

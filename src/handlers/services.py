@@ -83,7 +83,17 @@ async def _api_key(settings: Settings) -> str | None:
     return str(value).strip()
 
 
-def build_rate_limiter(settings: Settings) -> RateLimiter:
+def build_rate_limiter(settings: Settings, store: SessionStore) -> RateLimiter:
+    """Shared DynamoDB counters beside DynamoDB sessions (Lambda); in-process otherwise."""
+    if settings.session_store == "dynamodb":
+        from core.dynamodb_store import DynamoDBRateLimiter, DynamoDBSessionStore
+
+        if isinstance(store, DynamoDBSessionStore):
+            return DynamoDBRateLimiter(
+                store,
+                per_minute=settings.rate_limit_per_minute,
+                daily_tokens=settings.daily_token_quota,
+            )
     return InProcessRateLimiter(
         per_minute=settings.rate_limit_per_minute, daily_tokens=settings.daily_token_quota
     )
