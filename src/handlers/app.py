@@ -32,7 +32,12 @@ from core.session_ids import check_session_id
 from core.settings import Settings
 from core.tools import ToolRegistry, builtin_registry
 from handlers.observability import TurnTelemetry
-from handlers.security import SecurityHeaders, client_id, require_access_key
+from handlers.security import (
+    JSONCORSMiddleware,
+    SecurityHeaders,
+    client_id,
+    require_access_key,
+)
 from handlers.sse import to_sse
 
 logger = logging.getLogger("sse_chat_agent")
@@ -125,10 +130,8 @@ def create_app(
     if settings.cors_origins:
         # Local only: on Lambda the Function URL's Cors config answers, and two layers would
         # send duplicate Access-Control-Allow-Origin headers, which browsers reject.
-        from fastapi.middleware.cors import CORSMiddleware
-
         app.add_middleware(
-            CORSMiddleware,
+            JSONCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["content-type", "authorization"],

@@ -7,6 +7,9 @@ import hmac
 import json
 
 from fastapi import Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import Unauthorized
@@ -80,3 +83,16 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+class JSONCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS, with refused preflights answered in the API's JSON error shape."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        reason = bytes(response.body).decode(errors="replace")
+        return JSONResponse(
+            {"error": f"CORS preflight refused: {reason}"}, status_code=response.status_code
+        )
