@@ -80,7 +80,7 @@ def require(what: str, present: bool) -> None:
 
 @pytest.fixture(scope="module")
 def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Architecture -> build directory, from concurrent `sam build` runs with samconfig.toml."""
+    """Architecture -> build directory, from concurrent `sam build` runs (samconfig.toml read)."""
     require(f"{SAM} is missing", SAM.exists())
     require(f"python3.13 not found (PYENV_VERSION={SAM_PYTHON_VERSION})", python313() is not None)
     root = tmp_path_factory.mktemp("sam")
@@ -93,8 +93,9 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
                 "build",
                 "--build-dir",
                 str(root / arch / "build"),
-                "--cache-dir",
-                str(root / arch / "cache"),
+                # Not incremental: cached builds share .aws-sam/deps in the project, and two
+                # at once delete each other's dependency folders.
+                "--no-cached",
                 "--parameter-overrides",
                 f"Architecture={arch}",
             ],
