@@ -35,7 +35,14 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-pytest: venv
+# axe-core for the browser tests' accessibility scan (injected into the page; no build step).
+E2E_NODE := tests/e2e/node_modules/.installed
+$(E2E_NODE): tests/e2e/package.json tests/e2e/package-lock.json
+	@command -v npm >/dev/null || { echo "npm is needed for the browser tests' axe-core (apt-get install npm)"; exit 1; }
+	npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error
+	@touch $@
+
+pytest: venv $(E2E_NODE)
 	$(BIN)/pytest
 
 test: lint typecheck cfn-lint pytest
@@ -67,4 +74,4 @@ deploy: build
 	$(SAM) deploy $(if $(CONFIG_ENV),--config-env $(CONFIG_ENV))
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .aws-sam .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) tests/e2e/node_modules .aws-sam .mypy_cache .pytest_cache .ruff_cache
