@@ -305,6 +305,8 @@ def __getattr__(name: str) -> Any:
 
         # Buffered Lambda entry (sam local invoke, API Gateway, ALB): its own app instance,
         # with the simulator (if used) called in-process since no server listens here.
-        globals()["handler"] = Mangum(create_app(in_process_simulator=True), lifespan="auto")
+        # Lifespan off: Mangum would run shutdown after every invocation, closing the HTTP
+        # client that warm invocations reuse.
+        globals()["handler"] = Mangum(create_app(in_process_simulator=True), lifespan="off")
         return globals()["handler"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,6 +20,9 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         "http": "h11",
         "h11_max_incomplete_event_size": max(1 << 20, settings.max_prompt_chars * 12 + (64 << 10)),
         "timeout_graceful_shutdown": 5,
+        # The access log would print every `GET /chat?prompt=...`: prompts stay out of logs
+        # (one structured line per turn is logged instead).
+        "access_log": False,
         "log_level": settings.log_level.lower(),
     }
 

@@ -240,12 +240,6 @@ def test_local_cors_answers_preflight_with_exactly_one_allow_origin() -> None:
     assert allow_origin_values(chat) == [ORIGIN]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="handlers.app.handler uses Mangum(lifespan='auto'): the lifespan shutdown after each "
-    "invocation closes the model's HTTP client, so the 2nd warm invocation fails. Fix: "
-    "lifespan='off' (then drop this marker).",
-)
 def test_template_handler_path_serves_warm_invocations(monkeypatch: pytest.MonkeyPatch) -> None:
     """`handlers.app.handler` (the template's non-streaming Handler) serves warm invocations."""
     for name in (
