@@ -226,9 +226,11 @@ def create_app(
     async def page() -> FileResponse:
         return FileResponse(str(STATIC_DIR.joinpath("index.html")), media_type="text/html")
 
-    app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     if simulator is not None:
         app.mount("/simulator", simulator)
+    # The page references its files relatively (app.js next to index.html), so it also works
+    # opened as a file; served here they sit at the root, after every route.
+    app.mount("/", StaticFiles(directory=str(STATIC_DIR)), name="static")
     return app
 
 

@@ -14,7 +14,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.errors import Unauthorized
 
-PAGE_HEADERS: list[tuple[bytes, bytes]] = [
+# On every response: harmless on JSON and SSE, and the page's files need no exceptions.
+SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (
         b"content-security-policy",
         b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -24,7 +25,6 @@ PAGE_HEADERS: list[tuple[bytes, bytes]] = [
     (b"x-content-type-options", b"nosniff"),
     (b"referrer-policy", b"no-referrer"),
 ]
-API_HEADERS: list[tuple[bytes, bytes]] = [(b"x-content-type-options", b"nosniff")]
 
 
 def presented_key(request: Request) -> str | None:
@@ -61,7 +61,7 @@ def client_id(request: Request) -> str:
 
 
 class SecurityHeaders:
-    """Adds the page's CSP and friends to every response.
+    """Adds the CSP and friends to every response.
 
     Hand-written as plain ASGI (Starlette ships no such middleware) because
     BaseHTTPMiddleware would wrap each streamed chunk; this only touches the response start.
@@ -74,12 +74,10 @@ class SecurityHeaders:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path: str = scope["path"]
-        extra = PAGE_HEADERS if path == "/" or path.startswith("/static/") else API_HEADERS
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []), *extra]
+                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
