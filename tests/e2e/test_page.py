@@ -1,0 +1,470 @@
+"""The chat page in a real browser (system Chromium) against the real app and the simulator."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import ROOT, AppServer, PageProbe
+
+LAST_AI_TEXT = """() => {
+  const bubbles = document.querySelectorAll('#log .msg.ai');
+  const last = bubbles[bubbles.length - 1];
+  return last ? [...last.querySelectorAll('.md')].map((m) => m.textContent).join('') : null;
+}"""
+
+WORDS = " ".join(f"word{i}" for i in range(1, 31))
+
+
+def send(page: Any, text: str) -> None:
+    page.fill("#prompt", text)
+    page.press("#prompt", "Enter")
+
+
+def wait_done(page: Any, count: int = 1) -> None:
+    """Wait until `count` assistant bubbles carry their finished meta line (tokens, seconds)."""
+    page.wait_for_function(
+        "n => document.querySelectorAll('#log .msg.ai .meta').length >= n", arg=count
+    )
+    page.wait_for_function("() => !document.querySelector('#prompt').disabled")
+
+
+def session_id(page: Any, server: AppServer) -> str | None:
+    value = page.evaluate("key => localStorage.getItem(key)", f"sse-chat:{server.url}:session")
+    return value if isinstance(value, str) else None
+
+
+def test_reply_streams_in_progressively(page: Any, app_server: AppServer) -> None:
+    # GIVEN a reply paced at 80 ms per word
+    app_server.script({"content": WORDS, "delay_ms": 80})
+    page.goto(app_server.page_url)
+    assert page.evaluate("document.activeElement.id") == "prompt"
+
+    # WHEN the user sends a message with Enter
+    send(page, "Count for me")
+
+    # THEN the user bubble shows, the input is locked, and the AI text grows step by step
+    assert page.locator("#log .msg.user").inner_text().endswith("Count for me")
+    assert page.locator("#prompt").is_disabled()
+    assert page.locator("#stop").is_visible()
+    lengths: list[int] = []
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        text = page.evaluate(LAST_AI_TEXT) or ""
+        if not lengths or lengths[-1] != len(text):
+            lengths.append(len(text))
+        if text == WORDS:
+            break
+        time.sleep(0.02)
+    growing = [n for n in lengths if 0 < n < len(WORDS)]
+    assert len(set(growing)) >= 3, f"text did not grow progressively: {lengths}"
+    assert lengths == sorted(lengths), "the reply text should only ever grow"
+
+    # AND on done the stream is closed, the input is back and focused, and the model is labelled
+    wait_done(page)
+    assert page.evaluate(LAST_AI_TEXT) == WORDS
+    assert page.locator("#prompt").is_enabled()
+    assert page.evaluate("document.activeElement.id") == "prompt"
+    assert page.locator("#model").inner_text() == "simulator"
+    user_box = page.locator("#log .msg.user").bounding_box()
+    ai_box = page.locator("#log .msg.ai").bounding_box()
+    assert user_box["x"] > ai_box["x"], "user bubbles sit right, AI bubbles left"
+
+
+def test_tool_call_shows_a_chip_with_its_name_then_its_result(
+    page: Any, app_server: AppServer
+) -> None:
+    # GIVEN the model calls the calculator (arguments streamed slowly), then summarises
+    app_server.script(
+        {
+            "tool_calls": [{"name": "calculator", "arguments": '{"expression": "6*7"}'}],
+            "delay_ms": 120,
+        }
+    )
+    page.goto(app_server.page_url)
+    page.evaluate(
+        """() => {
+          window.chipStates = [];
+          new MutationObserver(() => {
+            const chip = document.querySelector('#log .chip');
+            if (!chip) return;
+            const state = chip.dataset.state + '|' + chip.textContent;
+            if (window.chipStates[window.chipStates.length - 1] !== state) {
+              window.chipStates.push(state);
+            }
+          }).observe(document.getElementById('log'),
+                     {subtree: true, childList: true, attributes: true, characterData: true});
+        }"""
+    )
+
+    # WHEN the user asks
+    send(page, "What is 6*7?")
+    wait_done(page)
+
+    # THEN a chip showed the tool's name while it ran, then its result; the reply uses it
+    states: list[str] = page.evaluate("window.chipStates")
+    assert states[0].startswith("running|") and "calculator" in states[0], states
+    assert states[-1].startswith("ok|") and states[-1].endswith("→ 6*7 = 42"), states
+    chip = page.locator("#log .chip")
+    assert chip.count() == 1
+    assert "calculator" in chip.inner_text()
+    assert "42" in (page.evaluate(LAST_AI_TEXT) or "")
+
+
+def test_error_event_shows_an_alert_bubble_and_retry_recovers(
+    page: Any, app_server: AppServer
+) -> None:
+    # GIVEN the provider rejects the first request (an `{"error"}` event after `started`)
+    app_server.script({"fault": "401"})
+    page.goto(app_server.page_url)
+
+    # WHEN the user sends a message
+    send(page, "Hello there")
+
+    # THEN a red alert bubble invites a retry and the input is usable again
+    alert = page.locator("#log .msg.error[role=alert]")
+    alert.wait_for()
+    assert "api key" in alert.inner_text().lower()
+    assert page.locator("#prompt").is_enabled()
+    assert page.locator("#log .msg.user").count() == 1
+    color = page.evaluate(
+        "getComputedStyle(document.querySelector('#log .msg.error')).backgroundColor"
+    )
+    red, green, blue = (int(c) for c in color[color.index("(") + 1 : -1].split(",")[:3])
+    assert red > green and red > blue, f"error bubble should be red-tinted, got {color}"
+
+    # WHEN the user presses Retry (the simulator answers normally now)
+    alert.get_by_role("button", name="Retry").click()
+
+    # THEN the error is replaced by a streamed reply, without repeating the user bubble
+    wait_done(page)
+    assert page.locator("#log .msg.error").count() == 0
+    assert "Hello there" in (page.evaluate(LAST_AI_TEXT) or "")
+    assert page.locator("#log .msg.user").count() == 1
+
+
+def test_refused_request_shows_the_servers_message(page: Any, app_server: AppServer) -> None:
+    # GIVEN a prompt over MAX_PROMPT_CHARS (16,000 by default), refused with 413 before streaming
+    page.goto(app_server.page_url)
+
+    # WHEN it is sent
+    send(page, "x" * 16_001)
+
+    # THEN the server's JSON message is shown (EventSource cannot read it; the page asks again)
+    alert = page.locator("#log .msg.error[role=alert]")
+    alert.wait_for()
+    assert "16000" in alert.inner_text().replace(",", "") or "long" in alert.inner_text()
+    assert page.locator("#prompt").is_enabled()
+
+
+def test_stop_closes_the_stream_and_keeps_the_partial_reply(
+    page: Any, app_server: AppServer
+) -> None:
+    # GIVEN a slow reply
+    app_server.script({"content": WORDS + " " + WORDS, "delay_ms": 150})
+    page.goto(app_server.page_url)
+    send(page, "Talk slowly")
+    page.wait_for_function(f"() => ({LAST_AI_TEXT})()?.length > 10")
+
+    # WHEN the user presses Stop
+    page.click("#stop")
+
+    # THEN no more text arrives, the bubble is marked stopped and the input is back
+    stopped_at = page.evaluate(LAST_AI_TEXT)
+    time.sleep(0.8)
+    assert page.evaluate(LAST_AI_TEXT) == stopped_at
+    assert len(stopped_at) < len(WORDS) * 2
+    assert page.locator("#log .msg.ai .meta.stopped").is_visible()
+    assert page.locator("#prompt").is_enabled()
+    assert page.locator("#stop").is_hidden()
+    assert page.evaluate("document.activeElement.id") == "prompt"
+
+    # AND the server recorded the interrupted reply (the browser really closed the stream)
+    sid = session_id(page, app_server)
+    assert sid
+    deadline = time.monotonic() + 10
+    while True:
+        messages = app_server.session(sid).json()["messages"]
+        if messages[-1]["role"] == "assistant" and messages[-1]["status"] == "interrupted":
+            break
+        assert time.monotonic() < deadline, f"no interrupted reply stored: {messages}"
+        time.sleep(0.1)
+    assert stopped_at.startswith(messages[-1]["content"][: len(stopped_at) // 2])
+
+
+def test_escape_stops_a_reply(page: Any, app_server: AppServer) -> None:
+    app_server.script({"content": WORDS, "delay_ms": 150})
+    page.goto(app_server.page_url)
+    send(page, "Talk slowly")
+    page.wait_for_function(f"() => ({LAST_AI_TEXT})()?.length > 5")
+    page.keyboard.press("Escape")
+    page.locator("#log .msg.ai .meta.stopped").wait_for()
+    assert page.locator("#prompt").is_enabled()
+
+
+def test_reload_restores_the_conversation(page: Any, app_server: AppServer) -> None:
+    # GIVEN a conversation of two turns, one with a tool call
+    page.goto(app_server.page_url)
+    send(page, "Hello, remember me")
+    wait_done(page, 1)
+    send(page, "What is 12*12?")
+    wait_done(page, 2)
+    before = page.evaluate(
+        "() => [...document.querySelectorAll('#log .msg.user, #log .msg.ai .md')]"
+        ".map((n) => n.textContent)"
+    )
+    sid = session_id(page, app_server)
+    assert sid
+
+    # WHEN the page is reloaded
+    page.reload()
+
+    # THEN the conversation comes back from GET /sessions/{id}, chips and all
+    page.wait_for_function("() => document.querySelectorAll('#log .msg.ai').length === 2")
+    after = page.evaluate(
+        "() => [...document.querySelectorAll('#log .msg.user, #log .msg.ai .md')]"
+        ".map((n) => n.textContent)"
+    )
+    assert after == before
+    assert "144" in page.locator("#log .chip").inner_text()
+    assert page.locator("#welcome").is_hidden()
+
+    # AND the next message continues the same session
+    send(page, "And again")
+    wait_done(page, 1)  # restored bubbles carry no timing line; this is the first live one
+    assert session_id(page, app_server) == sid
+    assert len(app_server.session(sid).json()["messages"]) >= 6
+
+
+def test_expired_session_silently_starts_a_new_chat(
+    page: Any, app_server: AppServer, probe: PageProbe
+) -> None:
+    # GIVEN a remembered session the server does not know (well-formed, 22 URL-safe chars)
+    page.goto(app_server.page_url)
+    key = f"sse-chat:{app_server.url}:session"
+    page.evaluate("([k, v]) => localStorage.setItem(k, v)", [key, "A" * 22])
+
+    # WHEN the page loads
+    page.reload()
+    page.wait_for_function(f"() => localStorage.getItem({json.dumps(key)}) === null")
+
+    # THEN no error is shown and a message starts a fresh session
+    assert page.locator("#log .msg").count() == 0
+    assert page.locator("#welcome").is_visible()
+    send(page, "Fresh start")
+    wait_done(page)
+    assert session_id(page, app_server) not in (None, "A" * 22)
+
+
+def test_new_chat_forgets_the_session(page: Any, app_server: AppServer) -> None:
+    page.goto(app_server.page_url)
+    send(page, "First conversation")
+    wait_done(page)
+    first = session_id(page, app_server)
+    page.click("#new-chat")
+    assert page.locator("#log .msg").count() == 0
+    assert page.locator("#welcome").is_visible()
+    assert session_id(page, app_server) is None
+    send(page, "Second conversation")
+    wait_done(page)
+    assert session_id(page, app_server) not in (None, first)
+
+
+def test_model_output_is_text_never_html(page: Any, app_server: AppServer) -> None:
+    # GIVEN a reply mixing markup and the markdown subset
+    hostile = (
+        'Look: <img src=x onerror="window.pwned=1"> <script>window.pwned=2</script>\n\n'
+        "**bold** and `code`, **6*7 = 42**, 2 ** 3 ** 2\n\n- one\n- two\n\n"
+        "```\n<b>not bold</b>\n```"
+    )
+    app_server.script({"content": hostile})
+    page.goto(app_server.page_url)
+    send(page, "Be nasty")
+    wait_done(page)
+
+    # THEN markup shows as literal text and only the safe subset becomes elements
+    log = page.locator("#log")
+    assert log.locator("img, script, b").count() == 0
+    assert page.evaluate("window.pwned") is None
+    text = page.evaluate(LAST_AI_TEXT) or ""
+    assert '<img src=x onerror="window.pwned=1">' in text
+    assert "<b>not bold</b>" in text
+    assert log.locator(".msg.ai strong").all_inner_texts() == ["bold", "6*7 = 42"]
+    assert "2 ** 3 ** 2" in text
+    assert log.locator(".msg.ai p code").inner_text() == "code"
+    assert log.locator(".msg.ai li").count() == 2
+    assert log.locator(".msg.ai pre code").inner_text() == "<b>not bold</b>"
+
+
+def test_works_under_a_strict_content_security_policy(page: Any, app_server: AppServer) -> None:
+    # GIVEN the page served with script-src 'self' and no inline styles or scripts allowed
+    policy = (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+
+    def with_csp(route: Any) -> None:
+        response = route.fetch()
+        route.fulfill(
+            response=response, headers={**response.headers, "content-security-policy": policy}
+        )
+
+    page.route(app_server.page_url, with_csp)
+    page.goto(app_server.page_url)
+    page.evaluate(
+        "() => { window.violations = [];"
+        " document.addEventListener('securitypolicyviolation',"
+        " (e) => window.violations.push(e.violatedDirective + ' ' + e.blockedURI)); }"
+    )
+
+    # WHEN a turn runs
+    send(page, "Hello under CSP")
+    wait_done(page)
+
+    # THEN it worked and nothing was blocked
+    assert "Hello under CSP" in (page.evaluate(LAST_AI_TEXT) or "")
+    assert page.evaluate("window.violations") == []
+
+
+def test_standalone_file_works_with_api_parameter(
+    browser: Any, app_server: AppServer, probe: PageProbe
+) -> None:
+    # GIVEN index.html opened from disk, pointed at the server with ?api=
+    index = ROOT / "src" / "handlers" / "static" / "index.html"
+    context = browser.new_context(viewport={"width": 800, "height": 900})
+    try:
+        page = context.new_page()
+        page.on("pageerror", lambda exc: probe.errors.append(str(exc)))
+        page.goto(f"{index.as_uri()}?api={app_server.url}")
+
+        # WHEN the user chats
+        send(page, "Hello from a file")
+        page.wait_for_function("() => document.querySelector('#log .msg.ai .meta')")
+
+        # THEN the reply streamed from the server named in ?api=
+        assert "Hello from a file" in (page.evaluate(LAST_AI_TEXT) or "")
+        assert not probe.errors
+    finally:
+        context.close()
+
+
+def test_300px_wide_has_no_horizontal_scroll(page: Any, app_server: AppServer) -> None:
+    # GIVEN a narrow phone-sized viewport and content that tends to overflow
+    page.set_viewport_size({"width": 300, "height": 640})
+    long_word = "Supercalifragilistic" * 6
+    app_server.script({"content": f"{long_word}\n\n```\n{'x = 1; ' * 30}\n```\n\n- `{'y' * 80}`"})
+    page.goto(app_server.page_url)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 300
+
+    # WHEN a conversation with long words, a code block and a tool chip is on screen
+    send(page, "Overflow " + "z" * 120)
+    wait_done(page)
+    send(page, "What is 2**10?")
+    wait_done(page, 2)
+
+    # THEN nothing scrolls sideways and the composer is fully visible
+    assert page.evaluate("document.documentElement.scrollWidth") <= 300
+    assert page.evaluate("document.body.scrollWidth") <= 300
+    send_box = page.locator("#send").bounding_box()
+    assert send_box["x"] + send_box["width"] <= 300
+
+
+def _serious_violations(page: Any, axe: Path) -> list[str]:
+    page.add_script_tag(path=str(axe))
+    results = page.evaluate("async () => await axe.run(document)")
+    return [
+        f"{v['id']} ({v['impact']}): {v['help']} at {[n['target'] for n in v['nodes']]}"
+        for v in results["violations"]
+        if v["impact"] in ("serious", "critical")
+    ]
+
+
+def test_axe_finds_no_serious_accessibility_problems(
+    axe_page: Any, app_server: AppServer, axe_script: Path
+) -> None:
+    page = axe_page
+    # GIVEN the empty page
+    page.goto(app_server.page_url)
+    assert _serious_violations(page, axe_script) == []
+
+    # WHEN it holds every kind of bubble: user, AI with markdown and a chip, error, stopped
+    app_server.script({"content": "Some **bold**, `code` and\n\n```\nprint(1)\n```"})
+    send(page, "Show me markdown")
+    wait_done(page, 1)
+    send(page, "What is 3*3?")
+    wait_done(page, 2)
+    app_server.script({"fault": "401"})
+    send(page, "Fail now")
+    page.locator("#log .msg.error").wait_for()
+
+    # THEN axe-core still reports no serious or critical violations
+    assert _serious_violations(page, axe_script) == []
+
+
+def test_page_is_usable_by_keyboard_alone(page: Any, app_server: AppServer) -> None:
+    page.goto(app_server.page_url)
+    # A suggestion is reachable and sends on Enter.
+    page.focus("#new-chat")
+    page.keyboard.press("Tab")  # the conversation log (scrollable, focusable)
+    assert page.evaluate("document.activeElement.id") == "log"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.className") == "suggestion"
+    page.keyboard.press("Enter")
+    wait_done(page)
+    assert page.evaluate("document.activeElement.id") == "prompt"
+    ring = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
+    page.keyboard.press("Shift+Tab")
+    ring = page.evaluate("getComputedStyle(document.activeElement, null).outlineStyle")
+    assert ring != "none", "focused controls show a focus ring"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("UPDATE_SCREENSHOT"), reason="set UPDATE_SCREENSHOT=1 to refresh docs/"
+)
+def test_update_readme_screenshot(page: Any, app_server: AppServer) -> None:
+    """Writes docs/screenshot.png: a short conversation with a tool chip and markdown."""
+    page.set_viewport_size({"width": 760, "height": 860})
+    page.goto(app_server.page_url)
+    send(page, "What is 1234 * 5678? Use the calculator.")
+    wait_done(page, 1)
+    app_server.script(
+        {
+            "content": (
+                "Server-Sent Events let a server push a stream of text events to the browser "
+                "over one long-lived HTTP response. The browser's **EventSource** API parses "
+                "them for you:\n\n"
+                "- each event is a `data:` line and a blank line\n"
+                "- the connection stays open until the server ends it\n\n"
+                "```js\nconst es = new EventSource('/chat?prompt=hi');\n"
+                "es.onmessage = (e) => console.log(JSON.parse(e.data));\n```"
+            ),
+            "delay_ms": 5,
+        }
+    )
+    send(page, "Explain Server-Sent Events briefly.")
+    wait_done(page, 2)
+    page.locator("#prompt").blur()
+    page.mouse.move(0, 0)
+    (ROOT / "docs").mkdir(exist_ok=True)
+    page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
+
+
+def test_the_app_serves_the_page_and_its_assets(app_server: AppServer) -> None:
+    # The page references its files relatively (so it also works opened from disk): served at /,
+    # the app must answer these names next to it.
+    expected = {
+        "/": "text/html",
+        "/app.js": "javascript",
+        "/app.css": "text/css",
+        "/favicon.svg": "image/svg+xml",
+    }
+    for path, content_type in expected.items():
+        response = app_server.http.get(app_server.url + path)
+        assert response.status_code == 200, f"GET {path} -> {response.status_code}"
+        assert content_type in response.headers["content-type"], (path, response.headers)
+    assert 'src="app.js"' in app_server.http.get(app_server.url + "/").text
