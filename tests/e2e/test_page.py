@@ -408,7 +408,7 @@ def test_axe_finds_no_serious_accessibility_problems(
 
 def test_page_is_usable_by_keyboard_alone(page: Any, app_server: AppServer) -> None:
     page.goto(app_server.page_url)
-    # A suggestion is reachable and sends on Enter.
+    # From the header, Tab reaches the (scrollable) log, then a suggestion; Enter sends it.
     page.focus("#new-chat")
     page.keyboard.press("Tab")  # the conversation log (scrollable, focusable)
     assert page.evaluate("document.activeElement.id") == "log"
@@ -417,9 +417,9 @@ def test_page_is_usable_by_keyboard_alone(page: Any, app_server: AppServer) -> N
     page.keyboard.press("Enter")
     wait_done(page)
     assert page.evaluate("document.activeElement.id") == "prompt"
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "send"
     ring = page.evaluate("getComputedStyle(document.activeElement).outlineStyle")
-    page.keyboard.press("Shift+Tab")
-    ring = page.evaluate("getComputedStyle(document.activeElement, null).outlineStyle")
     assert ring != "none", "focused controls show a focus ring"
 
 
@@ -468,3 +468,12 @@ def test_the_app_serves_the_page_and_its_assets(app_server: AppServer) -> None:
         assert response.status_code == 200, f"GET {path} -> {response.status_code}"
         assert content_type in response.headers["content-type"], (path, response.headers)
     assert 'src="app.js"' in app_server.http.get(app_server.url + "/").text
+
+
+def test_role_parameter_is_passed_through(page: Any, app_server: AppServer) -> None:
+    page.goto(app_server.page_url + "?role=concise")
+    send(page, "Be brief")
+    wait_done(page)
+    log = app_server.http.get(f"{app_server.url}/simulator/_sim/log").json()
+    system = log[-1]["body"]["messages"][0]
+    assert system["role"] == "system" and "as few words" in system["content"]
