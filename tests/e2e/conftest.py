@@ -49,13 +49,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.e2e)
 
 
+_skipped_because: list[str] = []
+
+
 def _no_browser(reason: str) -> None:
-    """Fail in CI (REQUIRE_BROWSER=1); elsewhere skip, loudly."""
+    """Fail in CI (REQUIRE_BROWSER=1); elsewhere skip, loudly (see the terminal summary)."""
     if os.environ.get("REQUIRE_BROWSER"):
         pytest.fail(f"REQUIRE_BROWSER is set but {reason}", pytrace=False)
     message = f"!!! BROWSER TESTS SKIPPED: {reason} (CI sets REQUIRE_BROWSER=1 and fails instead)"
-    print(f"\n{message}", file=sys.stderr)
+    _skipped_because.append(message)
     pytest.skip(message)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _skipped_because:
+        terminalreporter.write_sep("!", _skipped_because[0], red=True, bold=True)
 
 
 def _free_port() -> int:
