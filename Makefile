@@ -47,6 +47,10 @@ pytest: venv $(E2E_NODE)
 
 test: lint typecheck cfn-lint pytest
 
+# Starts the simulator and the app on 127.0.0.1 free ports, ~2 minutes; docs/bench.md.
+bench: venv
+	$(BIN)/python -m bench.run
+
 # aws-sam-cli pins boto3, click and cfn-lint: it gets its own venv, never the app's.
 SAM := SAM_CLI_TELEMETRY=0 $(TOOLS)/bin/sam
 

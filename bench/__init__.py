@@ -1,0 +1,1 @@
+"""`make bench`: the relay's overhead, throughput, concurrency, memory and cold start."""
