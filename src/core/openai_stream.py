@@ -35,6 +35,7 @@ from core.ports import Completion, ModelEvent, TextDelta, ToolCallBegan
 ApiKeyProvider = Callable[[], Awaitable[str | None]]
 
 _KEY_LIKE = re.compile(r"\b(sk|key|rk)-[A-Za-z0-9_\-*.]{4,}")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
 MAX_RETRY_WAIT_SECONDS = 10.0
 
@@ -184,6 +185,8 @@ class OpenAIChatModel:
             except TimeoutError:
                 raise timeout_error from None
             data = sse.data
+            if not data:
+                continue  # a comment-only block: httpx_sse dispatches it, the SSE spec does not
             if data == "[DONE]":
                 if finish_reason is None:
                     raise UpstreamProtocolError("the model stream ended without a finish reason")
@@ -205,31 +208,54 @@ class OpenAIChatModel:
             if not isinstance(chunk, dict):
                 raise UpstreamProtocolError("the model provider sent a chunk that is not an object")
             if chunk.get("error"):
-                raise UpstreamRejected(_redact(_error_message(chunk), None))
-            if chunk.get("usage"):
-                raw = chunk["usage"]
-                usage = Usage(
-                    int(raw.get("prompt_tokens", 0)), int(raw.get("completion_tokens", 0))
-                )
-            for choice in chunk.get("choices") or ():
-                delta = choice.get("delta") or {}
-                content = delta.get("content")
-                if content:
-                    started = True
-                    yield TextDelta(content)
-                for fragment in delta.get("tool_calls") or ():
-                    started = True
-                    index = fragment.get("index", 0)
-                    function = fragment.get("function") or {}
-                    call = calls.get(index)
-                    if call is None:
-                        call = calls[index] = [fragment.get("id") or "", function.get("name"), []]
-                        yield ToolCallBegan(id=call[0], name=call[1] or "")
-                    if function.get("arguments"):
-                        call[2].append(function["arguments"])
-                if choice.get("finish_reason"):
-                    finish_reason = choice["finish_reason"]
+                message = _redact(_error_message(chunk), None)
+                raise UpstreamRejected(message or "the model provider reported an error")
+            # A chunk of the right shape but wrong types (a null delta, a numeric content)
+            # is a protocol error like malformed JSON, never an unhandled exception.
+            try:
+                if chunk.get("usage"):
+                    raw = chunk["usage"]
+                    usage = Usage(
+                        int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0)
+                    )
+                for choice in chunk.get("choices") or ():
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
+                    if content:
+                        started = True
+                        yield TextDelta(_unicode(_string(content)))
+                    for fragment in delta.get("tool_calls") or ():
+                        started = True
+                        index = fragment.get("index", 0)
+                        if not isinstance(index, int):
+                            raise TypeError("tool call index")
+                        function = fragment.get("function") or {}
+                        call = calls.get(index)
+                        if call is None:
+                            call_id = _string(fragment.get("id") or "")
+                            name = _string(function.get("name") or "")
+                            call = calls[index] = [call_id, name, []]
+                            yield ToolCallBegan(id=call_id, name=name)
+                        if function.get("arguments"):
+                            call[2].append(_string(function["arguments"]))
+                    if choice.get("finish_reason"):
+                        finish_reason = _string(choice["finish_reason"])
+            except (AttributeError, TypeError, ValueError):
+                raise UpstreamProtocolError(
+                    "the model provider sent a chunk this server does not understand"
+                ) from None
         raise UpstreamProtocolError("the model provider closed the stream before it finished")
+
+
+def _unicode(text: str) -> str:
+    """A lone surrogate (JSON may carry `\\ud800`) becomes U+FFFD: no store takes one."""
+    return text if text.isascii() else _SURROGATE.sub("\ufffd", text)
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise TypeError("expected a string")
+    return value
 
 
 def _status_error(response: httpx.Response, key: str | None) -> Exception:

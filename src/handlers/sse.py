@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from fastapi.sse import ServerSentEvent
 
 from core.events import Done, Event, Failed, Started, Token, ToolCallStarted, ToolResult
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def payload(event: Event) -> dict[str, Any]:
@@ -42,4 +45,8 @@ def to_sse(event: Event, seq: int) -> ServerSentEvent:
     and `json.dumps` never emits a raw newline, so there is nothing to validate.
     """
     data = json.dumps(payload(event), ensure_ascii=False)
+    if not data.isascii() and _SURROGATE.search(data):
+        # A lone surrogate (a model may send `\ud800` in its JSON) cannot be UTF-8 encoded:
+        # escape it instead, so the wire stays valid and JSON.parse gets the same string.
+        data = json.dumps(payload(event))
     return ServerSentEvent.model_construct(raw_data=data, id=str(seq))
