@@ -6,6 +6,7 @@ before any model call, so handlers can answer with a 4xx. `Turn.events()` then s
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -234,7 +235,10 @@ class Turn:
                     status = "interrupted"
                     await self._store_reply(parts, status, quiet=True)
                 outcome.status = status
-                await self.sessions.unlock(self.session_id, owner=self.owner)
+                # The turn is over and its last event sent: if the release fails, the lease
+                # runs out by itself; the stream must still close cleanly.
+                with contextlib.suppress(StoreError):
+                    await self.sessions.unlock(self.session_id, owner=self.owner)
 
     async def _append(self, messages: Sequence[Message]) -> None:
         self.next_seq = await self.sessions.append(

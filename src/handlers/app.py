@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.chat import Turn, TurnLimits, TurnRequest, begin_turn
 from core.errors import RateLimited, RequestError, StoreError
+from core.events import Failed
 from core.ports import ChatModel, SessionStore
 from core.rate_limit import RateLimiter
 from core.roles import system_prompt_for
@@ -172,9 +173,16 @@ def create_app(
         try:
             seq = 0
             async with aclosing(turn.events()) as events:
-                async for event in events:
-                    seq += 1
-                    yield to_sse(event, seq)
+                try:
+                    async for event in events:
+                        seq += 1
+                        yield to_sse(event, seq)
+                except Exception as exc:
+                    # A bug, not a ChatError: the turn already stored its partial reply; the
+                    # client still gets `{"error"}` last and a cleanly closed stream.
+                    logger.error("unexpected %s in a turn", type(exc).__name__)
+                    turn.outcome.error = "internal error"
+                    yield to_sse(Failed("internal error"), seq + 1)
         finally:
             telemetry.record(
                 turn, request_id=_request_id(request), duration=time.monotonic() - started
