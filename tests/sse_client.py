@@ -46,6 +46,8 @@ def stream_chat(client: httpx.Client, url: str, *, method: str = "GET", **kwargs
             received.events.append(source.response.json())
             return received
         for sse in source.iter_sse():
+            if not sse.data:  # a comment (": ping") httpx_sse may surface as an empty event
+                continue
             received.events.append(json.loads(sse.data))
             received.ids.append(sse.id)
             received.times.append(time.monotonic())
