@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     turn_timeout_seconds: float = Field(default=120.0, gt=0)
     heartbeat_seconds: float = Field(default=10.0, gt=0, le=15)
     access_key: SecretStr | None = None
+    access_key_secret: str | None = Field(
+        default=None, description="Secrets Manager id of ACCESS_KEY (used on Lambda)"
+    )
     rate_limit_per_minute: int = Field(default=30, ge=0, description="0 turns the limit off")
     daily_token_quota: int = Field(default=0, ge=0, description="0 turns the quota off")
 

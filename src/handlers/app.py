@@ -73,7 +73,7 @@ def create_app(
     # FastAPI pings idle SSE streams; our contract is "at least every 15 s", so pick the interval.
     fastapi.routing._PING_INTERVAL = settings.heartbeat_seconds  # type: ignore[attr-defined]
 
-    from handlers.services import build_model, build_rate_limiter, build_store
+    from handlers.services import access_key, build_model, build_rate_limiter, build_store
 
     simulator: FastAPI | None = None
     if model is None and settings.use_simulator:
@@ -88,11 +88,12 @@ def create_app(
     limiter = rate_limiter or build_rate_limiter(settings, store)
     telemetry = TurnTelemetry(settings.log_level)
     guarded: list[Any] = []
-    if settings.access_key is not None:
-        access_key = settings.access_key.get_secret_value()
+    if settings.access_key is not None or settings.access_key_secret:
 
-        def check_key(request: Request) -> None:
-            require_access_key(request, access_key)
+        async def check_key(request: Request) -> None:
+            expected = await access_key(settings)
+            if expected:
+                require_access_key(request, expected)
 
         guarded.append(Depends(check_key))
     limits = TurnLimits(

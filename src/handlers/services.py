@@ -73,10 +73,23 @@ async def _api_key(settings: Settings) -> str | None:
         return settings.openai_api_key.get_secret_value()
     if not settings.openai_api_key_secret:
         return None
+    return await read_secret(settings.openai_api_key_secret)
+
+
+async def access_key(settings: Settings) -> str | None:
+    """ACCESS_KEY, else the ACCESS_KEY_SECRET secret; None: the URL is open."""
+    if settings.access_key is not None:
+        return settings.access_key.get_secret_value()
+    if not settings.access_key_secret:
+        return None
+    return await read_secret(settings.access_key_secret)
+
+
+async def read_secret(secret_id: str) -> str:
+    """A Secrets Manager string through Powertools Parameters: fetched lazily, cached 5 min."""
     import anyio
     from aws_lambda_powertools.utilities import parameters
 
-    secret_id = settings.openai_api_key_secret
     value = await anyio.to_thread.run_sync(
         lambda: parameters.get_secret(secret_id, max_age=SECRET_MAX_AGE_SECONDS)
     )

@@ -121,3 +121,25 @@ def test_a_retried_duplicate_post_is_refused_while_running_and_stored_once_each_
     assert stream_chat(http, f"{app_url}/chat", method="POST", json=body).status == 200
     messages = http.get(f"{app_url}/sessions/{session}").json()["messages"]
     assert [m["content"] for m in messages][-2:] == ["pay the invoice", "again"]
+
+
+def test_access_key_from_secrets_manager(
+    simulator: SimulatorServer,
+    live_app: AppFactory,
+    http: httpx.Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """ACCESS_KEY_SECRET (Lambda): the key is read through Powertools Parameters (moto here)."""
+    import boto3
+
+    from tests.store_fixtures import moto_endpoint, use_fake_aws
+
+    use_fake_aws(monkeypatch, moto_endpoint())
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", moto_endpoint())
+    arn = boto3.client("secretsmanager").create_secret(
+        Name=f"access-{time.time_ns()}", SecretString="from-the-vault\n"
+    )["ARN"]
+    url = live_app(settings_for(simulator, access_key_secret=arn)).url
+    assert http.get(f"{url}/chat", params={"prompt": "hi"}).status_code == 401
+    got = stream_chat(http, f"{url}/chat", params={"prompt": "hi", "key": "from-the-vault"})
+    assert got.last["lifecycle"] == "done"

@@ -220,7 +220,7 @@ def test_sessions_table_matches_the_data_model(template: dict[str, Any]) -> None
     assert "TableName" not in props, "a fixed name would stop two stacks sharing an account"
 
 
-def test_policies_are_scoped_to_the_table_and_the_key_secret(function: dict[str, Any]) -> None:
+def test_policies_are_scoped_to_the_table_and_the_two_secrets(function: dict[str, Any]) -> None:
     assert function["Policies"] == [
         {"DynamoDBCrudPolicy": {"TableName": {"Ref": "SessionsTable"}}},
         if_(
@@ -230,6 +230,11 @@ def test_policies_are_scoped_to_the_table_and_the_key_secret(function: dict[str,
                     "SecretArn": {"Ref": "OpenAIApiKeySecretArn"}
                 }
             },
+            NO_VALUE,
+        ),
+        if_(
+            "HasAccessKeySecret",
+            {"AWSSecretsManagerGetSecretValuePolicy": {"SecretArn": {"Ref": "AccessKeySecretArn"}}},
             NO_VALUE,
         ),
     ]
