@@ -42,8 +42,11 @@ $(E2E_NODE): tests/e2e/package.json tests/e2e/package-lock.json
 	npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error
 	@touch $@
 
+# Two runs: Playwright's sync API leaves an event loop on the main thread, which would break
+# the asyncio tests that follow it in the same process.
 pytest: venv $(E2E_NODE)
-	$(BIN)/pytest
+	$(BIN)/pytest tests/unit tests/integration
+	$(BIN)/pytest tests/e2e
 
 test: lint typecheck cfn-lint pytest
 

@@ -53,6 +53,7 @@ def template_environment(*, sessions_table: str, **parameters: str) -> dict[str,
         "IsStreaming": params["Streaming"] == "true",
         "IsArm64": params["Architecture"] == "arm64",
         "HasApiKeySecret": params["OpenAIApiKeySecretArn"] != "",
+        "HasAccessKeySecret": params["AccessKeySecretArn"] != "",
         "HasAllowedOrigins": params["AllowedOrigins"] != "",
         "HasReservedConcurrency": params["ReservedConcurrency"] != "0",
     }
