@@ -7,6 +7,7 @@ between chunks, and the turn's deadline.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -165,85 +166,97 @@ class OpenAIChatModel:
         finish_reason: str | None = None
         usage = Usage()
         calls: dict[int, list[Any]] = {}  # index -> [id, name, [argument fragments]]
-        started = False
-        while True:
-            wait = self._idle_timeout if started else self._first_token_timeout
-            timeout_error: UpstreamError = UpstreamTimeout(
+        started = at_deadline = False
+        loop = asyncio.get_running_loop()
+        try:
+            # One timer for the whole stream, armed around each wait and disarmed while a chunk
+            # is handed on (a slow consumer must not trip it): anyio.fail_after per chunk cost
+            # twice as much on the per-token path (make bench).
+            async with asyncio.timeout(None) as guard:
+                while True:
+                    wait = self._idle_timeout if started else self._first_token_timeout
+                    if deadline is not None and deadline - time.monotonic() <= wait:
+                        at_deadline, wait = True, max(deadline - time.monotonic(), 0.0)
+                    guard.reschedule(loop.time() + wait)
+                    try:
+                        sse = await anext(events)
+                    except StopAsyncIteration:
+                        break
+                    guard.reschedule(None)
+                    data = sse.data
+                    if not data:
+                        # A comment-only block: httpx_sse dispatches it, the SSE spec does not.
+                        continue
+                    if data == "[DONE]":
+                        if finish_reason is None:
+                            raise UpstreamProtocolError(
+                                "the model stream ended without a finish reason"
+                            )
+                        yield Completion(
+                            finish_reason=finish_reason,
+                            usage=usage,
+                            tool_calls=tuple(
+                                ToolCall(id=c[0], name=c[1], arguments="".join(c[2]))
+                                for _, c in sorted(calls.items())
+                            ),
+                        )
+                        return
+                    try:
+                        chunk = json.loads(data)
+                    except ValueError:
+                        raise UpstreamProtocolError(
+                            "the model provider sent a chunk that is not JSON"
+                        ) from None
+                    if not isinstance(chunk, dict):
+                        raise UpstreamProtocolError(
+                            "the model provider sent a chunk that is not an object"
+                        )
+                    if chunk.get("error"):
+                        message = _redact(_error_message(chunk), None)
+                        raise UpstreamRejected(message or "the model provider reported an error")
+                    # A chunk of the right shape but wrong types (a null delta, a numeric content)
+                    # is a protocol error like malformed JSON, never an unhandled exception.
+                    try:
+                        if chunk.get("usage"):
+                            raw = chunk["usage"]
+                            usage = Usage(
+                                int(raw.get("prompt_tokens") or 0),
+                                int(raw.get("completion_tokens") or 0),
+                            )
+                        for choice in chunk.get("choices") or ():
+                            delta = choice.get("delta") or {}
+                            content = delta.get("content")
+                            if content:
+                                started = True
+                                yield TextDelta(_unicode(_string(content)))
+                            for fragment in delta.get("tool_calls") or ():
+                                started = True
+                                index = fragment.get("index", 0)
+                                if not isinstance(index, int):
+                                    raise TypeError("tool call index")
+                                function = fragment.get("function") or {}
+                                call = calls.get(index)
+                                if call is None:
+                                    call_id = _string(fragment.get("id") or "")
+                                    name = _string(function.get("name") or "")
+                                    call = calls[index] = [call_id, name, []]
+                                    yield ToolCallBegan(id=call_id, name=name)
+                                if function.get("arguments"):
+                                    call[2].append(_string(function["arguments"]))
+                            if choice.get("finish_reason"):
+                                finish_reason = _string(choice["finish_reason"])
+                    except (AttributeError, TypeError, ValueError):
+                        raise UpstreamProtocolError(
+                            "the model provider sent a chunk this server does not understand"
+                        ) from None
+        except TimeoutError:
+            if at_deadline:
+                raise TurnDeadline() from None
+            raise UpstreamTimeout(
                 "the model provider stopped sending tokens"
                 if started
                 else "the model provider did not start answering in time"
-            )
-            if deadline is not None:
-                left = deadline - time.monotonic()
-                if left <= wait:
-                    wait, timeout_error = max(left, 0.0), TurnDeadline()
-            try:
-                with anyio.fail_after(wait):
-                    sse = await anext(events)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                raise timeout_error from None
-            data = sse.data
-            if not data:
-                continue  # a comment-only block: httpx_sse dispatches it, the SSE spec does not
-            if data == "[DONE]":
-                if finish_reason is None:
-                    raise UpstreamProtocolError("the model stream ended without a finish reason")
-                yield Completion(
-                    finish_reason=finish_reason,
-                    usage=usage,
-                    tool_calls=tuple(
-                        ToolCall(id=c[0], name=c[1], arguments="".join(c[2]))
-                        for _, c in sorted(calls.items())
-                    ),
-                )
-                return
-            try:
-                chunk = json.loads(data)
-            except ValueError:
-                raise UpstreamProtocolError(
-                    "the model provider sent a chunk that is not JSON"
-                ) from None
-            if not isinstance(chunk, dict):
-                raise UpstreamProtocolError("the model provider sent a chunk that is not an object")
-            if chunk.get("error"):
-                message = _redact(_error_message(chunk), None)
-                raise UpstreamRejected(message or "the model provider reported an error")
-            # A chunk of the right shape but wrong types (a null delta, a numeric content)
-            # is a protocol error like malformed JSON, never an unhandled exception.
-            try:
-                if chunk.get("usage"):
-                    raw = chunk["usage"]
-                    usage = Usage(
-                        int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0)
-                    )
-                for choice in chunk.get("choices") or ():
-                    delta = choice.get("delta") or {}
-                    content = delta.get("content")
-                    if content:
-                        started = True
-                        yield TextDelta(_unicode(_string(content)))
-                    for fragment in delta.get("tool_calls") or ():
-                        started = True
-                        index = fragment.get("index", 0)
-                        if not isinstance(index, int):
-                            raise TypeError("tool call index")
-                        function = fragment.get("function") or {}
-                        call = calls.get(index)
-                        if call is None:
-                            call_id = _string(fragment.get("id") or "")
-                            name = _string(function.get("name") or "")
-                            call = calls[index] = [call_id, name, []]
-                            yield ToolCallBegan(id=call_id, name=name)
-                        if function.get("arguments"):
-                            call[2].append(_string(function["arguments"]))
-                    if choice.get("finish_reason"):
-                        finish_reason = _string(choice["finish_reason"])
-            except (AttributeError, TypeError, ValueError):
-                raise UpstreamProtocolError(
-                    "the model provider sent a chunk this server does not understand"
-                ) from None
+            ) from None
         raise UpstreamProtocolError("the model provider closed the stream before it finished")
 
 

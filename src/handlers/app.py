@@ -14,11 +14,9 @@ from importlib.resources import files
 from typing import Annotated, Any
 
 import anyio
-import fastapi.routing
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -39,12 +37,18 @@ from handlers.security import (
     client_id,
     require_access_key,
 )
-from handlers.sse import to_sse
+from handlers.sse import SSEResponse, to_sse
 
 logger = logging.getLogger("sse_chat_agent")
 
 STATIC_DIR = files("handlers").joinpath("static")
 LAMBDA_DEADLINE_MARGIN_SECONDS = 3.0
+SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "One turn as Server-Sent Events: `data: <JSON>` messages (DESIGN §4).",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
 
 
 class ChatBody(BaseModel):
@@ -70,8 +74,6 @@ def create_app(
     settings = settings or Settings()
     logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    # FastAPI pings idle SSE streams; our contract is "at least every 15 s", so pick the interval.
-    fastapi.routing._PING_INTERVAL = settings.heartbeat_seconds  # type: ignore[attr-defined]
 
     from handlers.services import access_key, build_model, build_rate_limiter, build_store
 
@@ -169,7 +171,7 @@ def create_app(
     async def turn_from_body(request: Request, body: ChatBody) -> Turn:
         return await start_turn(request, body.prompt, body.session, body.role)
 
-    async def stream(request: Request, turn: Turn) -> AsyncIterator[ServerSentEvent]:
+    async def stream(request: Request, turn: Turn) -> AsyncIterator[bytes]:
         started = time.monotonic()
         try:
             seq = 0
@@ -192,21 +194,19 @@ def create_app(
             with anyio.CancelScope(shield=True):
                 await limiter.spend(client_id(request), tokens, now=time.time())
 
-    @app.get("/chat", response_class=EventSourceResponse, tags=["chat"], dependencies=guarded)
+    @app.get("/chat", responses=SSE_DOC, tags=["chat"], dependencies=guarded)
     async def chat_get(
         request: Request, turn: Annotated[Turn, Depends(turn_from_query)]
-    ) -> AsyncIterator[ServerSentEvent]:
+    ) -> SSEResponse:
         """Stream one turn as Server-Sent Events (EventSource-compatible)."""
-        async for message in stream(request, turn):
-            yield message
+        return SSEResponse(stream(request, turn), heartbeat=settings.heartbeat_seconds)
 
-    @app.post("/chat", response_class=EventSourceResponse, tags=["chat"], dependencies=guarded)
+    @app.post("/chat", responses=SSE_DOC, tags=["chat"], dependencies=guarded)
     async def chat_post(
         request: Request, turn: Annotated[Turn, Depends(turn_from_body)]
-    ) -> AsyncIterator[ServerSentEvent]:
+    ) -> SSEResponse:
         """The same stream for fetch() and long prompts."""
-        async for message in stream(request, turn):
-            yield message
+        return SSEResponse(stream(request, turn), heartbeat=settings.heartbeat_seconds)
 
     @app.get("/sessions/{session_id}", tags=["sessions"], dependencies=guarded)
     async def get_session(session_id: str) -> dict[str, Any]:

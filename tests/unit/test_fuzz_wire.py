@@ -16,7 +16,7 @@ import anyio
 import httpx
 import pytest
 from fastapi.exceptions import RequestValidationError
-from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
+from fastapi.sse import KEEPALIVE_COMMENT
 from httpx_sse._decoders import SSEDecoder, SSELineDecoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,7 +35,7 @@ from core.messages import Message
 from core.openai_stream import OpenAIChatModel
 from core.ports import Completion, TextDelta, ToolCallBegan
 from handlers.app import ChatBody, _describe_validation
-from handlers.sse import payload, to_sse
+from handlers.sse import encode_data, payload, to_sse
 
 # Text with the characters that break naive SSE encoders overweighted: line terminators SSE
 # knows (CR, LF), ones it does not (U+2028/9, NEL, VT, FF), NUL, field-like prefixes, and
@@ -56,15 +56,8 @@ events: st.SearchStrategy[Event] = st.one_of(
 
 
 def wire(event: Event, seq: int) -> bytes:
-    """The bytes FastAPI writes for one yielded message (what `fastapi.routing` does)."""
-    message = to_sse(event, seq)
-    return format_sse_event(
-        data_str=message.raw_data,
-        event=message.event,
-        id=message.id,
-        retry=message.retry,
-        comment=message.comment,
-    )
+    """The bytes the app writes for one event."""
+    return to_sse(event, seq)
 
 
 def parse(body: bytes, cuts: Sequence[int]) -> list[tuple[str, str, str]]:
@@ -117,8 +110,8 @@ def as_json(value: Any) -> Any:
 @given(texts)
 def test_payload_is_json_with_the_text_unchanged(text: str) -> None:
     """What the client's `JSON.parse` gets back is the text the core produced, byte for byte."""
-    assert json.loads(to_sse(Token(text), 1).raw_data or "") == {"token": as_json(text)}
-    output = json.loads(to_sse(ToolResult("c1", "calc", False, text), 2).raw_data or "")
+    assert json.loads(encode_data(Token(text))) == {"token": as_json(text)}
+    output = json.loads(encode_data(ToolResult("c1", "calc", False, text)))
     assert output["tool_result"]["output"] == as_json(text)
 
 
