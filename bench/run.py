@@ -627,6 +627,14 @@ def measure_cold_import(env: dict[str, str], repeats: int) -> dict[str, Any]:
 # --- report -------------------------------------------------------------------------------------
 
 
+def _serve_options() -> dict[str, object]:
+    """The HTTP and loop implementations `python -m handlers.serve` runs with."""
+    from core.settings import Settings
+    from handlers.serve import uvicorn_options
+
+    return uvicorn_options(Settings())
+
+
 def machine(pinned: bool, variant: str) -> dict[str, Any]:
     model = "unknown"
     with contextlib.suppress(OSError):
@@ -649,7 +657,9 @@ def machine(pinned: bool, variant: str) -> dict[str, Any]:
         "server": (
             f"bench.variants {variant} (uvicorn, 1 worker)"
             if variant
-            else "python -m handlers.serve (uvicorn, 1 worker, http=h11, loop=asyncio)"
+            else "python -m handlers.serve (uvicorn, 1 worker, http={http}, loop={loop})".format(
+                **_serve_options()
+            )
         ),
         "pinning": (
             f"app on CPU {_APP_CPU}; simulator and client on CPU {_SIDE_CPU}"
