@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.conftest import SimulatorServer
+from tests.conftest import AppFactory, SimulatorServer, settings_for
 from tests.history_rules import assert_valid_openai_history
 from tests.sse_client import stream_chat
 
@@ -88,3 +88,21 @@ def test_role_changes_the_system_prompt(
     stream_chat(http, f"{app_url}/chat", method="POST", json={"prompt": "hi", "role": "concise"})
     system = simulator.log[0]["body"]["messages"][0]
     assert system["role"] == "system" and "few words" in system["content"]
+
+
+def test_a_model_looping_on_tools_forever_hits_the_step_limit(
+    simulator: SimulatorServer, live_app: AppFactory, http: httpx.Client
+) -> None:
+    # GIVEN a model that answers every request with another calculator call
+    url = live_app(settings_for(simulator, max_tool_steps=3)).url
+    simulator.sim.script(
+        {"tool_calls": [{"name": "calculator", "arguments": '{"expression": "1+1"}'}], "times": 50}
+    )
+    got = stream_chat(http, f"{url}/chat", params={"prompt": "loop"})
+    # THEN three tool rounds run, the fourth request's call is refused with an error event
+    assert sum("tool_result" in e for e in got.events) == 3
+    assert "tool step limit reached" in got.last["error"]
+    assert len(simulator.log) == 4
+    stored = http.get(f"{url}/sessions/{got.session}").json()["messages"]
+    assert [m["role"] for m in stored] == ["user"] + ["assistant", "tool"] * 3 + ["assistant"]
+    assert stored[-1]["status"] == "failed"
