@@ -828,7 +828,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--variant",
         default="",
-        help='serve the app through bench.variants with these options, e.g. "--sse plain"',
+        help='serve the app through bench.variants with these options, e.g. "--http httptools"',
     )
     return parser.parse_args(argv)
 
