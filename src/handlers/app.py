@@ -46,7 +46,7 @@ STATIC_DIR = files("handlers").joinpath("static")
 LAMBDA_DEADLINE_MARGIN_SECONDS = 3.0
 SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
-        "description": "One turn as Server-Sent Events: `data: <JSON>` messages (DESIGN §4).",
+        "description": "One turn as Server-Sent Events: one `data: <JSON>` message per event.",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     }
 }
