@@ -118,6 +118,7 @@ def create_app(
         gc.collect()
         gc.freeze()
         yield
+        gc.unfreeze()
         await store.aclose()
         aclose = getattr(chat_model, "aclose", None)
         if aclose is not None:
