@@ -50,7 +50,7 @@ pytest: venv $(E2E_NODE)
 
 test: lint typecheck cfn-lint pytest
 
-# Starts the simulator and the app on 127.0.0.1 free ports, ~2 minutes; docs/bench.md.
+# Starts the simulator and the app on 127.0.0.1 free ports, ~70 s; README "Performance".
 bench: venv
 	$(BIN)/python -m bench.run
 
