@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ class FakeModel:
         *,
         tools: Sequence[dict[str, Any]] = (),
         deadline: float | None = None,
-    ) -> AsyncIterator[ModelEvent]:
+    ) -> AsyncGenerator[ModelEvent, None]:
         self.requests.append([m.to_openai() for m in messages])
         step = self.steps.pop(0) if self.steps else Step(tokens=["ok"])
         for i, token in enumerate(step.tokens):

@@ -145,6 +145,7 @@ class Turn:
     deadline: float
     wall_clock: Clock = time.time
     outcome: TurnOutcome = field(default_factory=TurnOutcome)
+    _released: bool = False
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """Stream the turn. The last event is `Done` or `Failed`; the lease is always released.
@@ -161,30 +162,35 @@ class Turn:
             steps = 0
             while True:
                 completion: Completion | None = None
-                async for event in self.model.stream(
-                    self.messages, tools=self.tools.specs, deadline=self.deadline
-                ):
-                    if isinstance(event, TextDelta):
-                        if outcome.first_token_seconds is None:
-                            outcome.first_token_seconds = time.monotonic() - started_at
-                        parts.append(event.text)
-                        outcome.tokens_out += 1
-                        yield Token(event.text)
-                    elif isinstance(event, ToolCallBegan):
-                        yield ToolCallStarted(id=event.id, name=event.name)
-                    else:
-                        completion = event
+                # aclosing: if this turn stops early, the upstream request closes now, not
+                # whenever the garbage collector finalises the generator.
+                async with contextlib.aclosing(
+                    self.model.stream(self.messages, tools=self.tools.specs, deadline=self.deadline)
+                ) as model_events:
+                    async for event in model_events:
+                        if isinstance(event, TextDelta):
+                            if outcome.first_token_seconds is None:
+                                outcome.first_token_seconds = time.monotonic() - started_at
+                            parts.append(event.text)
+                            outcome.tokens_out += 1
+                            yield Token(event.text)
+                        elif isinstance(event, ToolCallBegan):
+                            yield ToolCallStarted(id=event.id, name=event.name)
+                        else:
+                            completion = event
                 assert completion is not None, "ChatModel.stream ends with a Completion"
                 outcome.usage += completion.usage
                 if not completion.tool_calls:
                     await self._store_reply(parts, "complete")
                     status = "complete"
+                    await self._release(status)
                     yield Done(finish_reason=completion.finish_reason, usage=outcome.usage)
                     return
                 if steps >= self.limits.max_tool_steps:
                     outcome.error = "tool step limit reached"
                     status = _cut_short(parts)
                     await self._store_reply(parts, status)
+                    await self._release(status)
                     yield Failed(
                         f"tool step limit reached ({self.limits.max_tool_steps} steps); "
                         "ask a simpler question or raise MAX_TOOL_STEPS"
@@ -227,6 +233,7 @@ class Turn:
             outcome.error = str(exc)
             status = _cut_short(parts)
             await self._store_reply(parts, status, quiet=True)
+            await self._release(status)
             yield Failed(_failure_message(exc))
         finally:
             with anyio.CancelScope(shield=True):
@@ -234,11 +241,18 @@ class Turn:
                     # The client went away (or the server is stopping): keep what was relayed.
                     status = "interrupted"
                     await self._store_reply(parts, status, quiet=True)
-                outcome.status = status
-                # The turn is over and its last event sent: if the release fails, the lease
-                # runs out by itself; the stream must still close cleanly.
-                with contextlib.suppress(StoreError):
-                    await self.sessions.unlock(self.session_id, owner=self.owner)
+                await self._release(status)
+
+    async def _release(self, status: Status) -> None:
+        """Record the outcome and free the session, before the last event goes out: a client
+        that sends its next prompt on `done` must not find the session busy."""
+        self.outcome.status = status
+        if self._released:
+            return
+        self._released = True
+        # If the release fails, the lease runs out by itself; the stream must still close.
+        with contextlib.suppress(StoreError):
+            await self.sessions.unlock(self.session_id, owner=self.owner)
 
     async def _append(self, messages: Sequence[Message]) -> None:
         self.next_seq = await self.sessions.append(

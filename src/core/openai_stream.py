@@ -8,10 +8,11 @@ between chunks, and the turn's deadline.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -105,7 +106,7 @@ class OpenAIChatModel:
         *,
         tools: Sequence[dict[str, Any]] = (),
         deadline: float | None = None,
-    ) -> AsyncIterator[ModelEvent]:
+    ) -> AsyncGenerator[ModelEvent, None]:
         body = self.request_body(messages, tools)
         key = await self._api_key()
         headers = {"Authorization": f"Bearer {key}"} if key else {}
@@ -114,12 +115,16 @@ class OpenAIChatModel:
             attempt += 1
             relayed = False
             try:
-                async for event in self._attempt(body, headers, key, deadline):
-                    relayed = True
-                    yield event
+                async with contextlib.aclosing(
+                    self._attempt(body, headers, key, deadline)
+                ) as events:
+                    async for event in events:
+                        relayed = True
+                        yield event
                 return
             except _Retry as retry:
-                if relayed or attempt > self._max_retries:
+                if relayed or attempt > self._max_retries or retry.wait > MAX_RETRY_WAIT_SECONDS:
+                    # (A provider asking for a longer wait than we give would refuse again.)
                     raise retry.error from None
                 wait = retry.wait if retry.wait >= 0 else self._backoff * 2 ** (attempt - 1)
                 if deadline is not None and time.monotonic() + wait >= deadline:
@@ -132,23 +137,31 @@ class OpenAIChatModel:
         headers: dict[str, str],
         key: str | None,
         deadline: float | None,
-    ) -> AsyncIterator[ModelEvent]:
+    ) -> AsyncGenerator[ModelEvent, None]:
+        # Connecting and the response headers are bounded like the first token: a provider
+        # that hangs before answering must not hold the turn open.
+        wait, at_deadline = self._first_token_timeout, False
+        if deadline is not None and deadline - time.monotonic() <= wait:
+            wait, at_deadline = max(deadline - time.monotonic(), 0.0), True
         try:
-            async with aconnect_sse(
-                self._client, "POST", self._url, json=body, headers=headers
-            ) as source:
-                response = source.response
-                if response.status_code != 200:
-                    await response.aread()
-                    raise _status_error(response, key)
-                try:
-                    events = source.aiter_sse()
-                except SSEError as exc:
-                    raise UpstreamProtocolError(
-                        "the model provider did not answer with an event stream"
-                    ) from exc
-                async for event in self._parse(events, deadline):
-                    yield event
+            async with asyncio.timeout(wait) as head:
+                async with aconnect_sse(
+                    self._client, "POST", self._url, json=body, headers=headers
+                ) as source:
+                    response = source.response
+                    if response.status_code != 200:
+                        await response.aread()
+                        raise _status_error(response, key)
+                    head.reschedule(None)
+                    async with contextlib.aclosing(
+                        self._parse(source.aiter_sse(), deadline)
+                    ) as events:
+                        async for event in events:
+                            yield event
+        except TimeoutError:
+            if at_deadline:
+                raise TurnDeadline() from None
+            raise UpstreamTimeout("the model provider did not start answering in time") from None
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             raise _Retry(
                 UpstreamUnavailable("could not connect to the model provider"), -1
@@ -159,10 +172,16 @@ class OpenAIChatModel:
             raise UpstreamProtocolError(
                 "the model provider closed the stream before it finished"
             ) from exc
+        except SSEError as exc:
+            raise UpstreamProtocolError(
+                "the model provider did not answer with an event stream"
+            ) from exc
+        except httpx.TransportError as exc:
+            raise UpstreamUnavailable("the connection to the model provider failed") from exc
 
     async def _parse(
         self, events: AsyncIterator[Any], deadline: float | None
-    ) -> AsyncIterator[ModelEvent]:
+    ) -> AsyncGenerator[ModelEvent, None]:
         finish_reason: str | None = None
         usage = Usage()
         calls: dict[int, list[Any]] = {}  # index -> [id, name, [argument fragments]]
@@ -294,7 +313,7 @@ def _status_error(response: httpx.Response, key: str | None) -> Exception:
 
 
 def _retry_after(response: httpx.Response) -> float:
-    """Seconds to wait from Retry-After (seconds or an HTTP date), capped; -1 = use backoff."""
+    """Seconds to wait from Retry-After (seconds or an HTTP date); -1 = use backoff."""
     value = response.headers.get("retry-after")
     if not value:
         return -1
@@ -305,7 +324,7 @@ def _retry_after(response: httpx.Response) -> float:
             seconds = parsedate_to_datetime(value).timestamp() - time.time()
         except (TypeError, ValueError):
             return -1
-    return min(max(seconds, 0.0), MAX_RETRY_WAIT_SECONDS)
+    return max(seconds, 0.0)
 
 
 def _json_or_empty(response: httpx.Response) -> dict[str, Any]:

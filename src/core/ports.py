@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -47,7 +47,7 @@ class ChatModel(Protocol):
         *,
         tools: Sequence[dict[str, Any]] = (),
         deadline: float | None = None,
-    ) -> AsyncIterator[ModelEvent]:
+    ) -> AsyncGenerator[ModelEvent, None]:
         """Stream one model step; ends with exactly one `Completion`.
 
         `deadline` is a `time.monotonic()` instant: no wait may run past it (`UpstreamTimeout`).

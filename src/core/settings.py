@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -57,6 +57,14 @@ class Settings(BaseSettings):
 
     # The built-in simulator (used when no API key is configured).
     simulator_token_delay_ms: float = Field(default=25.0, ge=0)
+
+    @field_validator(
+        "openai_api_key", "openai_api_key_secret", "access_key", "access_key_secret", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """`ACCESS_KEY=` (empty) means no key, as if it were not set at all."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @property
     def tool_names(self) -> list[str]:

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing, asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, Any
@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.chat import Turn, TurnLimits, TurnRequest, begin_turn
-from core.errors import RateLimited, RequestError, StoreError
-from core.events import Failed
+from core.errors import ChatError, RateLimited, RequestError, StoreError, Unauthorized
+from core.events import Done, Failed
 from core.ports import ChatModel, SessionStore
 from core.rate_limit import RateLimiter
 from core.roles import system_prompt_for
@@ -91,12 +91,17 @@ def create_app(
     limiter = rate_limiter or build_rate_limiter(settings, store)
     telemetry = TurnTelemetry(settings.log_level)
     guarded: list[Any] = []
-    if settings.access_key is not None or settings.access_key_secret:
+    # With an access key, a request reaching a route has passed `check_key`: its key is
+    # genuine and may name the client; without one, a sent key proves nothing.
+    keyed = settings.access_key is not None or bool(settings.access_key_secret)
+    if keyed:
 
         async def check_key(request: Request) -> None:
             expected = await access_key(settings)
-            if expected:
-                require_access_key(request, expected)
+            if not expected:
+                # A key was configured but resolves to nothing: fail closed, never open.
+                raise Unauthorized("the server's access key is not set up; ask its operator")
+            require_access_key(request, expected)
 
         guarded.append(Depends(check_key))
     limits = TurnLimits(
@@ -151,7 +156,7 @@ def create_app(
     async def start_turn(
         request: Request, prompt: str | None, session: str | None, role: str | None
     ) -> Turn:
-        await limiter.hit(client_id(request), now=time.time())
+        await limiter.hit(client_id(request, keyed=keyed), now=time.time())
         turn_request = TurnRequest(
             prompt=prompt if prompt is not None else "",
             session_id=session or None,
@@ -177,28 +182,46 @@ def create_app(
     async def turn_from_body(request: Request, body: ChatBody) -> Turn:
         return await start_turn(request, body.prompt, body.session, body.role)
 
-    async def stream(request: Request, turn: Turn) -> AsyncIterator[bytes]:
+    async def stream(request: Request, turn: Turn) -> AsyncGenerator[bytes, None]:
         started = time.monotonic()
-        try:
-            seq = 0
-            async with aclosing(turn.events()) as events:
-                try:
-                    async for event in events:
-                        seq += 1
-                        yield to_sse(event, seq)
-                except Exception as exc:
-                    # A bug, not a ChatError: the turn already stored its partial reply; the
-                    # client still gets `{"error"}` last and a cleanly closed stream.
-                    logger.error("unexpected %s in a turn", type(exc).__name__)
-                    turn.outcome.error = "internal error"
-                    yield to_sse(Failed("internal error"), seq + 1)
-        finally:
+        accounted = False
+
+        async def account() -> None:
+            """The turn's log line and token spend, once, before its last event goes out."""
+            nonlocal accounted
+            if accounted:
+                return
+            accounted = True
             telemetry.record(
                 turn, request_id=_request_id(request), duration=time.monotonic() - started
             )
             tokens = turn.outcome.usage.prompt_tokens + turn.outcome.usage.completion_tokens
+            try:
+                await limiter.spend(client_id(request, keyed=keyed), tokens, now=time.time())
+            except ChatError as exc:
+                logger.warning("could not count the turn's tokens: %s", type(exc).__name__)
+
+        seq = 0
+        try:
+            async with aclosing(turn.events()) as events:
+                try:
+                    async for event in events:
+                        seq += 1
+                        if isinstance(event, Done | Failed):
+                            await account()
+                        yield to_sse(event, seq)
+                except Exception as exc:
+                    # A bug, not a ChatError: the turn already stored its partial reply; the
+                    # client still gets `{"error"}` last (unless the turn had ended) and a
+                    # cleanly closed stream.
+                    logger.error("unexpected %s in a turn", type(exc).__name__)
+                    if not accounted:
+                        turn.outcome.error = "internal error"
+                        await account()
+                        yield to_sse(Failed("internal error"), seq + 1)
+        finally:
             with anyio.CancelScope(shield=True):
-                await limiter.spend(client_id(request), tokens, now=time.time())
+                await account()
 
     @app.get("/chat", responses=SSE_DOC, tags=["chat"], dependencies=guarded)
     async def chat_get(

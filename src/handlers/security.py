@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 
 from fastapi import Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -19,7 +20,7 @@ SECURITY_HEADERS: list[tuple[bytes, bytes]] = [
     (
         b"content-security-policy",
         b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-        b"connect-src 'self' https: http://127.0.0.1:* http://localhost:*; "
+        b"connect-src 'self'; "
         b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
     ),
     (b"x-content-type-options", b"nosniff"),
@@ -42,17 +43,18 @@ def require_access_key(request: Request, expected: str) -> None:
         raise Unauthorized("an access key is required: send Authorization: Bearer KEY or ?key=KEY")
 
 
-def client_id(request: Request) -> str:
-    """Rate-limit identity: the access key's hash if one was sent, else the source IP.
+def client_id(request: Request, *, keyed: bool) -> str:
+    """Rate-limit identity: the access key's hash when keys are checked, else the source IP.
 
     On Lambda the Web Adapter forwards the Function URL's request context, whose sourceIp
-    AWS sets; X-Forwarded-For's first entry is client-controlled and not used.
+    AWS sets; it is trusted only there (a client reaching uvicorn directly could forge it).
+    X-Forwarded-For's first entry is client-controlled and never used.
     """
-    key = presented_key(request)
+    key = presented_key(request) if keyed else None
     if key:
         return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]
     context = request.headers.get("x-amzn-request-context")
-    if context:
+    if context and os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
         try:
             return "ip:" + str(json.loads(context)["http"]["sourceIp"])
         except (ValueError, KeyError, TypeError):

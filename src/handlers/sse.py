@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import re
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import anyio
@@ -74,8 +74,9 @@ class SSEResponse(StreamingResponse):
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[bytes], *, heartbeat: float) -> None:
+    def __init__(self, events: AsyncGenerator[bytes, None], *, heartbeat: float) -> None:
         super().__init__(events, headers=_STREAM_HEADERS)
+        self._events = events
         self._heartbeat = heartbeat
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -107,9 +108,15 @@ class SSEResponse(StreamingResponse):
         async with anyio.create_task_group() as group:
             group.start_soon(watch_disconnect, group.cancel_scope)
             group.start_soon(keep_alive)
-            # OSError: the client went away mid-write, there is nothing left to tell it.
-            with contextlib.suppress(OSError):
-                await self.stream_response(send_locked)
+            try:
+                # OSError: the client went away mid-write, there is nothing left to tell it.
+                with contextlib.suppress(OSError):
+                    await self.stream_response(send_locked)
+            finally:
+                # Cancelled while sending, the events generator sits at a `yield`: close it
+                # now, so the turn stores its reply and frees the session at once.
+                with anyio.CancelScope(shield=True):
+                    await self._events.aclose()
             group.cancel_scope.cancel()
 
 
