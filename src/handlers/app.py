@@ -119,7 +119,7 @@ def create_app(
                 "No OPENAI_API_KEY set: the built-in simulator answers (model %r)", chat_model.name
             )
         # Everything built so far lives as long as the process: freezing it keeps the cyclic
-        # GC's full collections from rescanning it while streams run (they were p99 spikes).
+        # GC's full collections from rescanning it while streams run.
         gc.collect()
         gc.freeze()
         yield
