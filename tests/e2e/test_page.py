@@ -477,3 +477,36 @@ def test_role_parameter_is_passed_through(page: Any, app_server: AppServer) -> N
     log = app_server.http.get(f"{app_server.url}/simulator/_sim/log").json()
     system = log[-1]["body"]["messages"][0]
     assert system["role"] == "system" and "as few words" in system["content"]
+
+
+def test_a_passing_failure_becomes_the_reply_not_a_lost_turn(
+    page: Any, app_server: AppServer
+) -> None:
+    # GIVEN the first connection to /chat fails (a network blip), later ones go through
+    app_server.script({"content": "Recovered reply.", "delay_ms": 20})
+    failed: list[str] = []
+
+    def first_fails(route: Any) -> None:
+        if not failed:
+            failed.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    page.route("**/chat?*", first_fails)
+    page.goto(app_server.page_url)
+
+    # WHEN the user sends a prompt
+    send(page, "Hello once")
+
+    # THEN the page's follow-up request is shown as the reply, with no error bubble
+    wait_done(page)
+    assert failed
+    assert "Recovered reply." in (page.evaluate(LAST_AI_TEXT) or "")
+    assert page.locator("#log .msg.error").count() == 0
+    # AND the server holds exactly one complete turn: nothing was cut off and stored half
+    messages = app_server.session(session_id(page, app_server)).json()["messages"]
+    assert [(m["role"], m["status"]) for m in messages] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+    ]

@@ -473,12 +473,19 @@
       res = null;
     }
     if (turn !== current) { controller.abort(); return; } // stopped meanwhile
+    clearTimeout(timer);
+    if (res && res.ok && (res.headers.get('Content-Type') || '').startsWith('text/event-stream')) {
+      // The server accepts the turn now (the first failure was passing): this response is the
+      // turn, so show it rather than drop it (a dropped one would be stored as interrupted).
+      current.source = { close: () => controller.abort() };
+      await readStream(current, res.body);
+      return;
+    }
     let body = null;
     if (res && !res.ok) {
       try { body = await res.json(); } catch (_) { body = null; }
     }
-    clearTimeout(timer);
-    controller.abort(); // a 200 here means the stream works now: never keep a second turn open
+    controller.abort();
     const message = body && typeof body.error === 'string' ? body.error : '';
 
     if (res && res.status === 401) {
@@ -508,6 +515,40 @@
       errorBubble(message || `The server answered HTTP ${res.status}.`, current.prompt);
     } else {
       errorBubble('The connection failed. Please try again.', current.prompt);
+    }
+  }
+
+  /** Read an SSE body from fetch() into the same handler EventSource feeds. */
+  async function readStream(current, stream) {
+    const reader = stream.getReader();
+    const decoder = new TextDecoder();
+    let buffer = '';
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += decoder.decode(value, { stream: true }).replace(/\r\n?/g, '\n');
+        let end;
+        while ((end = buffer.indexOf('\n\n')) >= 0) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const data = block.split('\n').filter((l) => l.startsWith('data:'))
+            .map((l) => l.slice(l.startsWith('data: ') ? 6 : 5)).join('\n');
+          if (!data || turn !== current) continue;
+          let msg;
+          try { msg = JSON.parse(data); } catch (_) { continue; }
+          if (msg && typeof msg === 'object') {
+            current.received = true;
+            handle(current, msg);
+          }
+        }
+      }
+    } catch (_) {
+      // aborted by Stop, or the connection dropped: handled below
+    }
+    if (turn === current) {
+      finish(current, 'failed');
+      errorBubble('The connection was lost before the reply finished.', current.prompt);
     }
   }
 
