@@ -44,6 +44,7 @@ logger = logging.getLogger("sse_chat_agent")
 
 STATIC_DIR = files("handlers").joinpath("static")
 LAMBDA_DEADLINE_MARGIN_SECONDS = 3.0
+TERMINAL_EVENTS = (Done, Failed)
 SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "One turn as Server-Sent Events: one `data: <JSON>` message per event.",
@@ -207,7 +208,7 @@ def create_app(
                 try:
                     async for event in events:
                         seq += 1
-                        if isinstance(event, Done | Failed):
+                        if isinstance(event, TERMINAL_EVENTS):
                             await account()
                         yield to_sse(event, seq)
                 except Exception as exc:
