@@ -7,6 +7,7 @@ before any model call, so handlers can answer with a 4xx. `Turn.events()` then s
 from __future__ import annotations
 
 import contextlib
+import logging
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -18,19 +19,22 @@ from core.errors import (
     ChatError,
     InvalidRequest,
     PromptTooLong,
+    ReplyTooLong,
     SessionBusy,
     SessionConflict,
     StoreError,
+    TooManyToolCalls,
     TurnDeadline,
-    UpstreamError,
 )
 from core.events import Done, Event, Failed, Started, Token, ToolCallStarted, ToolResult, Usage
+from core.history import MAX_MESSAGE_BYTES, is_valid_unicode, truncate_utf8
 from core.messages import Message, Status
 from core.ports import ChatModel, Completion, SessionStore, TextDelta, ToolCallBegan
 from core.session_ids import check_session_id, new_session_id
 from core.tools import ToolRegistry
 
 Clock = Callable[[], float]
+logger = logging.getLogger("sse_chat_agent")
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,7 @@ class TurnLimits:
     max_tool_steps: int = 5
     tool_timeout_seconds: float = 10.0
     turn_timeout_seconds: float = 120.0
+    max_tool_calls_per_step: int = 16
 
 
 @dataclass(slots=True)
@@ -67,6 +72,8 @@ def check_prompt(prompt: object, max_chars: int) -> str:
         raise InvalidRequest("prompt is required")
     if len(prompt) > max_chars:
         raise PromptTooLong(f"prompt is longer than {max_chars} characters")
+    if not is_valid_unicode(prompt):
+        raise InvalidRequest("prompt is not valid Unicode (it holds a lone surrogate)")
     return prompt
 
 
@@ -145,16 +152,19 @@ class Turn:
     deadline: float
     wall_clock: Clock = time.time
     outcome: TurnOutcome = field(default_factory=TurnOutcome)
+    turn_id: str = field(default_factory=lambda: secrets.token_urlsafe(8))
+    client: str = ""  # who asked, for quotas
+    request_id: str = ""  # for the turn's log line
     _released: bool = False
 
     async def events(self) -> AsyncGenerator[Event, None]:
         """Stream the turn. The last event is `Done` or `Failed`; the lease is always released.
 
-        Whatever happens (done, failure, client gone), the reply so far is stored with its
+        Whatever happens (done, failure, stop, a bug), the reply so far is stored with its
         status, and a tool exchange is stored whole or not at all.
         """
         started_at = time.monotonic()
-        parts: list[str] = []
+        reply = _Reply()
         status: Status | None = None  # set once the reply is stored
         outcome = self.outcome
         try:
@@ -171,25 +181,32 @@ class Turn:
                         if isinstance(event, TextDelta):
                             if outcome.first_token_seconds is None:
                                 outcome.first_token_seconds = time.monotonic() - started_at
-                            parts.append(event.text)
+                            reply.add(event.text)
                             outcome.tokens_out += 1
                             yield Token(event.text)
+                            if reply.size > MAX_MESSAGE_BYTES:
+                                raise ReplyTooLong(MAX_MESSAGE_BYTES)
                         elif isinstance(event, ToolCallBegan):
+                            reply.calls += 1
+                            if reply.calls > self.limits.max_tool_calls_per_step:
+                                raise TooManyToolCalls(self.limits.max_tool_calls_per_step)
                             yield ToolCallStarted(id=event.id, name=event.name)
                         else:
                             completion = event
                 assert completion is not None, "ChatModel.stream ends with a Completion"
                 outcome.usage += completion.usage
                 if not completion.tool_calls:
-                    await self._store_reply(parts, "complete")
+                    await self._store_reply(reply, "complete")
                     status = "complete"
                     await self._release(status)
                     yield Done(finish_reason=completion.finish_reason, usage=outcome.usage)
                     return
+                if len(completion.tool_calls) > self.limits.max_tool_calls_per_step:
+                    raise TooManyToolCalls(self.limits.max_tool_calls_per_step)
                 if steps >= self.limits.max_tool_steps:
                     outcome.error = "tool step limit reached"
-                    status = _cut_short(parts)
-                    await self._store_reply(parts, status)
+                    status = reply.cut_short()
+                    await self._store_reply(reply, status, quiet=True)
                     await self._release(status)
                     yield Failed(
                         f"tool step limit reached ({self.limits.max_tool_steps} steps); "
@@ -199,7 +216,7 @@ class Turn:
                 steps += 1
                 call_message = Message(
                     role="assistant",
-                    content="".join(parts),
+                    content=reply.text,
                     created_at=self.wall_clock(),
                     tool_calls=completion.tool_calls,
                 )
@@ -228,57 +245,93 @@ class Turn:
                 # a replayed history never holds a tool call without its result.
                 await self._append(exchange)
                 self.messages.extend(exchange)
-                parts = []
+                reply = _Reply()
         except ChatError as exc:
             outcome.error = str(exc)
-            status = _cut_short(parts)
-            await self._store_reply(parts, status, quiet=True)
+            status = "failed" if isinstance(exc, ReplyTooLong) else reply.cut_short()
+            await self._store_reply(reply, status, quiet=True)
             await self._release(status)
             yield Failed(_failure_message(exc))
         finally:
             with anyio.CancelScope(shield=True):
                 if status is None:
-                    # The client went away (or the server is stopping): keep what was relayed.
-                    status = "interrupted"
-                    await self._store_reply(parts, status, quiet=True)
+                    # Stopped, cancelled, or a bug: keep what was relayed.
+                    status = "interrupted" if reply.text else "failed"
+                    await self._store_reply(reply, status, quiet=True)
                 await self._release(status)
 
     async def _release(self, status: Status) -> None:
         """Record the outcome and free the session, before the last event goes out: a client
-        that sends its next prompt on `done` must not find the session busy."""
+        that sends its next prompt on `done` must not find the session busy.
+
+        Shielded from cancellation (a client leaving at the last token must not leave the lease
+        held), and tried twice: a store that failed once often answers the next call.
+        """
         self.outcome.status = status
         if self._released:
             return
-        self._released = True
-        # If the release fails, the lease runs out by itself; the stream must still close.
-        with contextlib.suppress(StoreError):
-            await self.sessions.unlock(self.session_id, owner=self.owner)
+        self._released = True  # once, whatever the outcome: the finally clause calls again
+        with anyio.CancelScope(shield=True):
+            for attempt in range(2):
+                try:
+                    await self.sessions.unlock(self.session_id, owner=self.owner)
+                except Exception as exc:
+                    # If both tries fail, the lease runs out by itself; the stream must close.
+                    logger.warning("could not release the session: %s", type(exc).__name__)
+                    if attempt == 0:
+                        await anyio.sleep(0.05)
+                    continue
+                return
 
     async def _append(self, messages: Sequence[Message]) -> None:
         self.next_seq = await self.sessions.append(
             self.session_id, messages, seq=self.next_seq, now=self.wall_clock()
         )
 
-    async def _store_reply(self, parts: list[str], status: Status, *, quiet: bool = False) -> None:
-        """Store the assistant's text; an empty interrupted or failed reply still marks the turn."""
+    async def _store_reply(self, reply: _Reply, status: Status, *, quiet: bool = False) -> None:
+        """Store the assistant's text; an empty interrupted or failed reply still marks the turn.
+
+        A reply over the store's item limit is stored cut to fit, as `failed`: never nothing.
+        `quiet`: a failure is logged, not raised (the turn is already ending).
+        """
+        content = reply.text
+        if reply.size > MAX_MESSAGE_BYTES:
+            content, status = truncate_utf8(content, MAX_MESSAGE_BYTES), "failed"
         message = Message(
-            role="assistant", content="".join(parts), status=status, created_at=self.wall_clock()
+            role="assistant", content=content, status=status, created_at=self.wall_clock()
         )
         try:
             await self._append([message])
-        except ChatError:
+        except Exception as exc:
             if not quiet:
                 raise
+            logger.warning("could not store the reply: %s", type(exc).__name__)
 
 
-def _cut_short(parts: list[str]) -> Status:
-    """A reply that had started is `interrupted` (its text kept); one that never did `failed`."""
-    return "interrupted" if parts else "failed"
+class _Reply:
+    """The assistant's text of the current step, as relayed, and its size in UTF-8 bytes."""
+
+    __slots__ = ("calls", "parts", "size")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.size = 0
+        self.calls = 0
+
+    def add(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def cut_short(self) -> Status:
+        """A started reply is `interrupted` (its text kept); one that never started `failed`."""
+        return "interrupted" if self.parts else "failed"
 
 
 def _failure_message(exc: ChatError) -> str:
-    if isinstance(exc, UpstreamError):
-        return str(exc)
     if isinstance(exc, StoreError):
         return "the conversation could not be saved; try again"
     return str(exc)

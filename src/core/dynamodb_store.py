@@ -25,9 +25,10 @@ from core.history import (
     decode_tool_calls,
     encode_tool_calls,
     expires_at,
+    page_window,
     visible_window,
 )
-from core.messages import Message, Role, Session, Status
+from core.messages import Message, Page, Role, Session, Status
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -176,6 +177,50 @@ class DynamoDBSessionStore:
             messages=visible_window(stored, now=now, limit=limit),
             next_seq=_seq(newest_first[0]) + 1 if newest_first else 0,
         )
+
+    async def page(
+        self, session_id: str, *, now: float, limit: int, before: int | None = None
+    ) -> Page:
+        meta_item = await self._call(
+            lambda client: client.get_item(
+                TableName=self._table, Key=self._meta_key(session_id), ConsistentRead=True
+            )
+        )
+        meta = meta_item.get("Item")
+        if meta is None or float(meta[TTL_ATTRIBUTE]["N"]) <= now:
+            raise SessionNotFound(session_id)
+        upper = message_sk(before - 1) if before is not None else message_sk(10**10 - 1)
+        request: QueryInputTypeDef = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND sk BETWEEN :lo AND :hi",
+            "ExpressionAttributeValues": {
+                ":pk": {"S": session_id},
+                ":lo": {"S": MESSAGE_SK_PREFIX},
+                ":hi": {"S": upper},
+            },
+            "ScanIndexForward": False,
+            "ConsistentRead": True,
+        }
+        stored: list[tuple[int, Message, float]] = []
+        # Expired items may linger (TTL deletes late): read on until limit + 1 live ones.
+        while sum(1 for _, _, expiry in stored if expiry > now) <= limit:
+            request["Limit"] = limit + 1
+            result = await self._call(lambda client: client.query(**request))
+            for item in result["Items"]:
+                stored.append((_seq(item), *_message_from_item(item)))
+            if "LastEvaluatedKey" not in result:
+                break
+            request["ExclusiveStartKey"] = result["LastEvaluatedKey"]
+        messages, older = page_window(stored, now=now, limit=limit)
+        session = Session(
+            id=session_id,
+            title=meta["title"]["S"],
+            created_at=float(meta["created_at"]["N"]),
+            updated_at=float(meta["updated_at"]["N"]),
+            messages=messages,
+            next_seq=-1,  # not known from a page (and not needed to show one)
+        )
+        return Page(session, older)
 
     async def _query(
         self,
@@ -404,29 +449,52 @@ class DynamoDBRateLimiter:
     """Per-client counters in the sessions table, so every Lambda instance shares them.
 
     Items: pk = "rate#<client>", sk = "w#<minute>" (requests) or "d#<day>" (tokens), with the
-    table's TTL attribute. A request is one conditional `ADD`: atomic, no read first; the
-    condition refuses it without counting when the window is full.
+    table's TTL attribute; the global daily budget counts under the client "*". A request is
+    one conditional `ADD`: atomic, no read first; the condition refuses it without counting
+    when the window is full.
     """
 
-    def __init__(self, store: DynamoDBSessionStore, *, per_minute: int, daily_tokens: int) -> None:
+    def __init__(
+        self,
+        store: DynamoDBSessionStore,
+        *,
+        per_minute: int,
+        daily_tokens: int,
+        global_daily_tokens: int = 0,
+    ) -> None:
         self._store = store
         self._per_minute = per_minute
         self._daily_tokens = daily_tokens
+        self._global_tokens = global_daily_tokens
 
     def _key(self, client: str, sk: str) -> Item:
         return {"pk": {"S": f"rate#{client}"}, "sk": {"S": sk}}
 
+    async def _tokens_used(self, client: str, day: int) -> int:
+        key = self._key(client, f"d#{day}")
+        table = self._store._table
+        item = await self._store._call(
+            lambda c: c.get_item(TableName=table, Key=key, ConsistentRead=True)
+        )
+        return int(item.get("Item", {}).get("tokens", {}).get("N", "0"))
+
     async def hit(self, client: str, *, now: float) -> None:
-        from core.rate_limit import DAY, MINUTE, check_daily_tokens, check_request_count
+        from core.rate_limit import (
+            DAY,
+            EVERYONE,
+            MINUTE,
+            check_daily_tokens,
+            check_global_tokens,
+            check_request_count,
+        )
 
         table = self._store._table
+        day = int(now // DAY)
+        if self._global_tokens:
+            used = await self._tokens_used(EVERYONE, day)
+            check_global_tokens(used, self._global_tokens, now)
         if self._daily_tokens:
-            day_key = self._key(client, f"d#{int(now // DAY)}")
-            item = await self._store._call(
-                lambda c: c.get_item(TableName=table, Key=day_key, ConsistentRead=True)
-            )
-            used = int(item.get("Item", {}).get("tokens", {}).get("N", "0"))
-            check_daily_tokens(used, self._daily_tokens, now)
+            check_daily_tokens(await self._tokens_used(client, day), self._daily_tokens, now)
         if not self._per_minute:
             return
         minute = int(now // MINUTE)
@@ -452,21 +520,24 @@ class DynamoDBRateLimiter:
             check_request_count(self._per_minute + 1, self._per_minute, now)
 
     async def spend(self, client: str, tokens: int, *, now: float) -> None:
-        from core.rate_limit import DAY
+        from core.rate_limit import DAY, EVERYONE
 
-        if not self._daily_tokens or tokens <= 0:
+        if tokens <= 0:
             return
         day = int(now // DAY)
-        key = self._key(client, f"d#{day}")
         table = self._store._table
-        await self._store._call(
-            lambda c: c.update_item(
-                TableName=table,
-                Key=key,
-                UpdateExpression="ADD tokens :t SET expires_at = :exp",
-                ExpressionAttributeValues={
-                    ":t": {"N": str(tokens)},
-                    ":exp": {"N": str((day + 2) * DAY)},
-                },
+        for name, quota in ((client, self._daily_tokens), (EVERYONE, self._global_tokens)):
+            if not quota:
+                continue
+            key = self._key(name, f"d#{day}")
+            await self._store._call(
+                lambda c, key=key: c.update_item(  # type: ignore[misc]
+                    TableName=table,
+                    Key=key,
+                    UpdateExpression="ADD tokens :t SET expires_at = :exp",
+                    ExpressionAttributeValues={
+                        ":t": {"N": str(tokens)},
+                        ":exp": {"N": str((day + 2) * DAY)},
+                    },
+                )
             )
-        )

@@ -12,6 +12,8 @@ ChatError
 │   ├── SessionBusy              409 (another turn holds the session)
 │   └── RateLimited              429 (with retry_after)
 ├── SessionConflict              a sequence number was taken by a concurrent writer
+├── ReplyTooLong                 the reply outgrew what one stored message may hold
+├── TooManyToolCalls             the model asked for more tool calls in one step than allowed
 ├── StoreError                   the session store failed or kept throttling
 └── UpstreamError                the model provider failed (an `{"error"}` event)
     ├── UpstreamAuthError        401/403: the provider rejected the API key
@@ -97,6 +99,21 @@ class SessionConflict(ChatError):
 
 class StoreError(ChatError):
     pass
+
+
+class ReplyTooLong(ChatError):
+    def __init__(self, limit_bytes: int) -> None:
+        super().__init__(
+            f"the reply grew past the {limit_bytes}-byte limit of a stored message; "
+            "ask for a shorter answer"
+        )
+
+
+class TooManyToolCalls(ChatError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"the model asked for more than {limit} tool calls in one step; ask a simpler question"
+        )
 
 
 class UpstreamError(ChatError):

@@ -41,6 +41,22 @@ def decode_tool_calls(text: str | None) -> tuple[ToolCall, ...]:
     return tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in json.loads(text))
 
 
+def is_valid_unicode(text: str) -> bool:
+    """False for a lone surrogate, which no store (and no UTF-8 encoder) takes."""
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def truncate_utf8(text: str, limit_bytes: int) -> str:
+    """The longest prefix of `text` whose UTF-8 encoding fits in `limit_bytes`."""
+    return text.encode("utf-8", "replace")[:limit_bytes].decode("utf-8", "ignore")
+
+
 def message_bytes(message: Message) -> int:
     """The stored size that counts against MAX_MESSAGE_BYTES; `InvalidRequest` for non-UTF-8."""
     try:
@@ -82,3 +98,15 @@ def visible_window(
     while start < len(stored) and stored[start][0].role == "tool":
         start += 1
     return tuple(message for message, _ in stored[start:])
+
+
+def page_window(
+    newest_first: Sequence[tuple[int, Message, float]], *, now: float, limit: int
+) -> tuple[tuple[Message, ...], int | None]:
+    """A page from stored `(seq, message, expires_at)` triples, newest first, holding at least
+    `limit + 1` live ones when more exist: the newest `limit` live messages oldest first, and
+    the cursor (the oldest one's sequence) when older live messages remain."""
+    live = [(seq, message) for seq, message, expiry in newest_first if expiry > now]
+    shown = live[:limit]
+    older = shown[-1][0] if len(live) > limit and shown else None
+    return tuple(message for _, message in reversed(shown)), older

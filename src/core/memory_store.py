@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.errors import SessionBusy, SessionConflict, SessionNotFound
-from core.history import check_appendable, expires_at, visible_window
-from core.messages import Message, Session
+from core.history import check_appendable, expires_at, page_window, visible_window
+from core.messages import Message, Page, Session
 
 
 @dataclass
@@ -49,6 +49,26 @@ class MemorySessionStore:
             created_at=record.created_at,
             updated_at=record.updated_at,
             messages=visible_window(stored, now=now, limit=limit),
+            next_seq=max(record.messages, default=-1) + 1,
+        )
+
+    async def page(
+        self, session_id: str, *, now: float, limit: int, before: int | None = None
+    ) -> Page:
+        record = self._live(session_id, now)
+        seqs = sorted((s for s in record.messages if before is None or s < before), reverse=True)
+        stored = [(s, *record.messages[s]) for s in seqs]
+        messages, older = page_window(stored, now=now, limit=limit)
+        return Page(self._session(session_id, record, messages), older)
+
+    @staticmethod
+    def _session(session_id: str, record: _Record, messages: tuple[Message, ...]) -> Session:
+        return Session(
+            id=session_id,
+            title=record.title,
+            created_at=record.created_at,
+            updated_at=record.updated_at,
+            messages=messages,
             next_seq=max(record.messages, default=-1) + 1,
         )
 

@@ -72,3 +72,12 @@ class Session:
     updated_at: float
     messages: tuple[Message, ...]
     next_seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a session for `GET /sessions/{id}`: `session.messages` oldest first, and
+    `older`, the cursor (a sequence number) to pass as `before` for the page before it."""
+
+    session: Session
+    older: int | None

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from core.events import Usage
-from core.messages import Message, Session, ToolCall
+from core.messages import Message, Page, Session, ToolCall
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +70,13 @@ class SessionStore(Protocol):
 
     async def load(self, session_id: str, *, now: float, limit: int | None = None) -> Session:
         """The session with its last `limit` messages, oldest first; `SessionNotFound`."""
+        ...
+
+    async def page(
+        self, session_id: str, *, now: float, limit: int, before: int | None = None
+    ) -> Page:
+        """The newest `limit` live messages stored before sequence `before` (all when None),
+        oldest first, with the cursor of the page before; `SessionNotFound`."""
         ...
 
     async def lock(self, session_id: str, *, owner: str, now: float, lease_seconds: float) -> None:

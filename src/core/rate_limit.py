@@ -13,6 +13,7 @@ from core.errors import RateLimited
 
 MINUTE = 60
 DAY = 24 * 3600
+EVERYONE = "*"  # the client name of the global daily budget's counter
 
 
 class RateLimiter(Protocol):
@@ -45,17 +46,29 @@ def check_daily_tokens(used: int, quota: int, now: float) -> None:
         )
 
 
+def check_global_tokens(used: int, quota: int, now: float) -> None:
+    if quota and used >= quota:
+        raise RateLimited(
+            "the service's daily token budget is spent; try again tomorrow (UTC)",
+            retry_after=retry_after(now, DAY),
+        )
+
+
 class InProcessRateLimiter:
     """Counters in this process: right for one local server; Lambda uses the DynamoDB one."""
 
-    def __init__(self, *, per_minute: int, daily_tokens: int = 0) -> None:
+    def __init__(
+        self, *, per_minute: int, daily_tokens: int = 0, global_daily_tokens: int = 0
+    ) -> None:
         self._per_minute = per_minute
         self._daily_tokens = daily_tokens
+        self._global_tokens = global_daily_tokens
         self._requests: dict[tuple[str, int], int] = {}
         self._tokens: dict[tuple[str, int], int] = {}
 
     async def hit(self, client: str, *, now: float) -> None:
         minute, day = int(now // MINUTE), int(now // DAY)
+        check_global_tokens(self._tokens.get((EVERYONE, day), 0), self._global_tokens, now)
         check_daily_tokens(self._tokens.get((client, day), 0), self._daily_tokens, now)
         if not self._per_minute:
             return
@@ -68,9 +81,11 @@ class InProcessRateLimiter:
         self._requests[key] = count
 
     async def spend(self, client: str, tokens: int, *, now: float) -> None:
-        if not self._daily_tokens or tokens <= 0:
+        if tokens <= 0:
             return
         day = int(now // DAY)
         if not any(k[1] == day for k in self._tokens):
             self._tokens.clear()
-        self._tokens[(client, day)] = self._tokens.get((client, day), 0) + tokens
+        for name, quota in ((client, self._daily_tokens), (EVERYONE, self._global_tokens)):
+            if quota:
+                self._tokens[(name, day)] = self._tokens.get((name, day), 0) + tokens

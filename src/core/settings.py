@@ -50,10 +50,29 @@ class Settings(BaseSettings):
     )
     rate_limit_per_minute: int = Field(default=30, ge=0, description="0 turns the limit off")
     daily_token_quota: int = Field(default=0, ge=0, description="0 turns the quota off")
+    global_daily_token_quota: int = Field(
+        default=0, ge=0, description="tokens per UTC day across all clients; 0 turns it off"
+    )
+    send_timeout_seconds: float = Field(
+        default=30.0, gt=0, description="a client whose send is blocked this long is dropped"
+    )
+    max_body_bytes: int | None = Field(
+        default=None, ge=1024, description="request body limit; default derived from the prompt"
+    )
 
     # HTTP.
     cors_allow_origins: str = ""
     log_level: str = "INFO"
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    forwarded_allow_ips: str = Field(
+        default="", description="proxies whose X-Forwarded-For is trusted; empty: none"
+    )
+    limit_concurrency: int = Field(
+        default=1000, ge=1, description="connections + requests at once before 503s (uvicorn)"
+    )
+    # Set by Lambda itself: where its request context and deadline headers can be trusted.
+    aws_lambda_function_name: str | None = None
 
     # The built-in simulator (used when no API key is configured).
     simulator_token_delay_ms: float = Field(default=25.0, ge=0)
@@ -73,6 +92,24 @@ class Settings(BaseSettings):
     @property
     def cors_origins(self) -> list[str]:
         return [o.strip() for o in self.cors_allow_origins.split(",") if o.strip()]
+
+    @property
+    def on_lambda(self) -> bool:
+        return bool(self.aws_lambda_function_name)
+
+    @property
+    def body_limit(self) -> int:
+        """MAX_BODY_BYTES, else room for a MAX_PROMPT_CHARS prompt written as JSON escapes
+        (`\\ud83d\\ude00`: 12 bytes for one character) plus the other fields."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        return self.max_prompt_chars * 12 + 16 * 1024
+
+    @property
+    def url_limit(self) -> int:
+        """The longest request head the server buffers: a MAX_PROMPT_CHARS `GET ?prompt=`
+        (up to 12 bytes a character once percent-encoded) plus headers."""
+        return self.max_prompt_chars * 12 + 16 * 1024
 
     @property
     def use_simulator(self) -> bool:

@@ -7,6 +7,7 @@ function run by `anyio.to_thread.run_sync`, with one connection guarded by a loc
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -21,9 +22,10 @@ from core.history import (
     decode_tool_calls,
     encode_tool_calls,
     expires_at,
+    page_window,
     visible_window,
 )
-from core.messages import Message, Role, Session, Status
+from core.messages import Message, Page, Role, Session, Status
 
 T = TypeVar("T")
 
@@ -54,6 +56,7 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 """
 
+_NO_SEQ = 1 << 62  # above every sequence number
 _MESSAGE_COLUMNS = "role, content, status, created_at, tool_calls, tool_call_id, name, expires_at"
 
 
@@ -87,14 +90,12 @@ class SQLiteSessionStore:
                 try:
                     return operation(db)
                 except sqlite3.Error as exc:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
+                    _rollback(db)
                     if isinstance(exc, sqlite3.IntegrityError):
                         raise SessionConflict("a sequence number is taken") from exc
                     raise StoreError("session store failed") from exc
                 except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
+                    _rollback(db)
                     raise
 
         return await anyio.to_thread.run_sync(call)
@@ -157,6 +158,35 @@ class SQLiteSessionStore:
                 messages=visible_window(stored, now=now, limit=limit),
                 next_seq=0 if last_seq is None else last_seq + 1,
             )
+
+        return await self._run(run)
+
+    async def page(
+        self, session_id: str, *, now: float, limit: int, before: int | None = None
+    ) -> Page:
+        def run(db: sqlite3.Connection) -> Page:
+            db.execute("BEGIN")  # one snapshot for the reads
+            title, created_at, updated_at = self._require_live(db, session_id, now)
+            (last_seq,) = db.execute(
+                "SELECT MAX(seq) FROM messages WHERE session_id = ?", (session_id,)
+            ).fetchone()
+            rows = db.execute(
+                f"SELECT seq, {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? "
+                "AND seq < ? AND expires_at > ? ORDER BY seq DESC LIMIT ?",
+                (session_id, _NO_SEQ if before is None else before, now, limit + 1),
+            ).fetchall()
+            db.execute("COMMIT")
+            stored = [(row[0], *_message_from_row(row[1:])) for row in rows]
+            messages, older = page_window(stored, now=now, limit=limit)
+            session = Session(
+                id=session_id,
+                title=title,
+                created_at=created_at,
+                updated_at=updated_at,
+                messages=messages,
+                next_seq=0 if last_seq is None else last_seq + 1,
+            )
+            return Page(session, older)
 
         return await self._run(run)
 
@@ -245,6 +275,14 @@ class SQLiteSessionStore:
                     self._db = None
 
         await anyio.to_thread.run_sync(run)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """Roll back an open transaction; on a full disk even that can fail, and the error that
+    matters is the one being handled."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
 
 
 def _message_from_row(row: tuple[object, ...]) -> tuple[Message, float]:

@@ -10,7 +10,7 @@ import ast
 import inspect
 import math
 import operator
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, cast, get_type_hints
@@ -193,6 +193,9 @@ def calculator(
         raise ValueError("division by zero") from exc
     except OverflowError as exc:
         raise ValueError("result too large") from exc
+    if isinstance(value, complex):
+        # (-8) ** 0.5 is complex in Python; this calculator answers in real numbers only.
+        raise ValueError("the result is not a real number")
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         value = int(value)
     return f"{expression} = {value}"
@@ -230,6 +233,3 @@ def builtin_registry(names: Iterable[str]) -> ToolRegistry:
             )
         tools.append(Tool.from_function(BUILTIN_TOOLS[name]))
     return ToolRegistry(tools)
-
-
-ToolFunction = Callable[..., Any] | Callable[..., Awaitable[Any]]

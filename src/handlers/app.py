@@ -7,15 +7,15 @@ uvicorn (streaming), and `handler` serves it through Mangum (buffered).
 import gc
 import json
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import aclosing, asynccontextmanager
+from contextlib import asynccontextmanager
 from importlib.resources import files
 from typing import Annotated, Any
 
-import anyio
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.chat import Turn, TurnLimits, TurnRequest, begin_turn
-from core.errors import ChatError, RateLimited, RequestError, StoreError, Unauthorized
-from core.events import Done, Failed
+from core.errors import InvalidRequest, RateLimited, RequestError, StoreError
+from core.live_turns import LiveTurn, LiveTurns
 from core.ports import ChatModel, SessionStore
 from core.rate_limit import RateLimiter
 from core.roles import system_prompt_for
@@ -33,18 +33,23 @@ from core.settings import Settings
 from core.tools import ToolRegistry, builtin_registry
 from handlers.observability import TurnTelemetry
 from handlers.security import (
+    AccessKeyGuard,
+    BodyLimit,
     JSONCORSMiddleware,
     SecurityHeaders,
     client_id,
-    require_access_key,
+    lambda_request_context,
 )
-from handlers.sse import SSEResponse, to_sse
+from handlers.sse import DroppedClientFilter, SSEResponse, to_sse
 
 logger = logging.getLogger("sse_chat_agent")
 
 STATIC_DIR = files("handlers").joinpath("static")
 LAMBDA_DEADLINE_MARGIN_SECONDS = 3.0
-TERMINAL_EVENTS = (Done, Failed)
+RETRY_MS = 1000  # the SSE `retry:` field: EventSource's reconnect delay
+GUARDED_PATHS = ("/chat", "/sessions", "/openapi.json")
+PAGE_LIMIT_DEFAULT = 100
+PAGE_LIMIT_MAX = 500
 SSE_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "One turn as Server-Sent Events: one `data: <JSON>` message per event.",
@@ -91,20 +96,33 @@ def create_app(
     registry = tools if tools is not None else builtin_registry(settings.tool_names)
     limiter = rate_limiter or build_rate_limiter(settings, store)
     telemetry = TurnTelemetry(settings.log_level)
-    guarded: list[Any] = []
-    # With an access key, a request reaching a route has passed `check_key`: its key is
+    # With an access key, a request reaching a route has passed `AccessKeyGuard`: its key is
     # genuine and may name the client; without one, a sent key proves nothing.
     keyed = settings.access_key is not None or bool(settings.access_key_secret)
-    if keyed:
 
-        async def check_key(request: Request) -> None:
-            expected = await access_key(settings)
-            if not expected:
-                # A key was configured but resolves to nothing: fail closed, never open.
-                raise Unauthorized("the server's access key is not set up; ask its operator")
-            require_access_key(request, expected)
+    async def expected_key() -> str | None:
+        if not keyed:
+            return None
+        try:
+            return await access_key(settings) or ""
+        except Exception as exc:
+            # Fail closed: an unreadable key secret refuses everyone.
+            logger.error("could not read the access key: %s", type(exc).__name__)
+            return ""
 
-        guarded.append(Depends(check_key))
+    on_lambda = settings.on_lambda
+
+    def client_of(request: Request) -> str:
+        return client_id(request, keyed=keyed, on_lambda=on_lambda)
+
+    async def settle(turn: Turn, duration: float) -> None:
+        """The turn's log line and token spend, once, before its last event goes out."""
+        telemetry.record(turn, request_id=turn.request_id, duration=duration)
+        usage = turn.outcome.usage
+        tokens = usage.prompt_tokens + usage.completion_tokens
+        await limiter.spend(turn.client, tokens, now=time.time())
+
+    turns = LiveTurns(on_finish=settle)
     limits = TurnLimits(
         max_prompt_chars=settings.max_prompt_chars,
         history_messages=settings.history_messages,
@@ -112,6 +130,9 @@ def create_app(
         tool_timeout_seconds=settings.tool_timeout_seconds,
         turn_timeout_seconds=settings.turn_timeout_seconds,
     )
+    uvicorn_error = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, DroppedClientFilter) for f in uvicorn_error.filters):
+        uvicorn_error.addFilter(DroppedClientFilter())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -125,6 +146,7 @@ def create_app(
         gc.freeze()
         yield
         gc.unfreeze()
+        await turns.aclose()
         await store.aclose()
         aclose = getattr(chat_model, "aclose", None)
         if aclose is not None:
@@ -135,12 +157,17 @@ def create_app(
         summary="A streaming chat agent: an OpenAI-compatible model's tokens over SSE.",
         version="0.1.0",
         lifespan=lifespan,
+        # No Swagger or ReDoc page: they load scripts from a CDN, which the page's CSP refuses.
+        # The schema stays at /openapi.json (behind the access key when one is set).
+        docs_url=None,
+        redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.model = chat_model
-    app.state.sessions = store
-    app.state.simulator = simulator
+    app.state.turns = turns
     _install_error_handlers(app)
+    # Innermost first: the body limit, then the access key (checked before any body is read),
+    # then the page's security headers on every answer, then CORS outermost.
+    app.add_middleware(BodyLimit, limit=settings.body_limit)
+    app.add_middleware(AccessKeyGuard, expected=expected_key, guarded=GUARDED_PATHS)
     app.add_middleware(SecurityHeaders)
 
     if settings.cors_origins:
@@ -150,27 +177,32 @@ def create_app(
             JSONCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["content-type", "authorization"],
+            allow_headers=["content-type", "authorization", "last-event-id", "idempotency-key"],
+            expose_headers=["retry-after"],
             max_age=600,
         )
 
     async def start_turn(
         request: Request, prompt: str | None, session: str | None, role: str | None
     ) -> Turn:
-        await limiter.hit(client_id(request, keyed=keyed), now=time.time())
+        client = client_of(request)
+        await limiter.hit(client, now=time.time())
         turn_request = TurnRequest(
             prompt=prompt if prompt is not None else "",
             session_id=session or None,
             system_prompt=system_prompt_for(role or None, settings.system_prompt),
         )
-        return await begin_turn(
+        turn = await begin_turn(
             turn_request,
             model=chat_model,
             sessions=store,
             tools=registry,
             limits=limits,
-            deadline=_lambda_deadline(request),
+            deadline=_lambda_deadline(request, on_lambda=on_lambda),
         )
+        turn.client = client
+        turn.request_id = _request_id(request, on_lambda=on_lambda)
+        return turn
 
     async def turn_from_query(
         request: Request,
@@ -183,85 +215,72 @@ def create_app(
     async def turn_from_body(request: Request, body: ChatBody) -> Turn:
         return await start_turn(request, body.prompt, body.session, body.role)
 
-    async def stream(request: Request, turn: Turn) -> AsyncGenerator[bytes, None]:
-        started = time.monotonic()
-        accounted = False
+    def respond(turn: Turn) -> SSEResponse:
+        live = turns.start(turn)
+        return SSEResponse(
+            _relay(live),
+            heartbeat=settings.heartbeat_seconds,
+            send_timeout=settings.send_timeout_seconds,
+            linger=live.wait_finished,
+            retry_ms=RETRY_MS,
+        )
 
-        async def account() -> None:
-            """The turn's log line and token spend, once, before its last event goes out."""
-            nonlocal accounted
-            if accounted:
-                return
-            accounted = True
-            telemetry.record(
-                turn, request_id=_request_id(request), duration=time.monotonic() - started
-            )
-            tokens = turn.outcome.usage.prompt_tokens + turn.outcome.usage.completion_tokens
-            try:
-                await limiter.spend(client_id(request, keyed=keyed), tokens, now=time.time())
-            except ChatError as exc:
-                logger.warning("could not count the turn's tokens: %s", type(exc).__name__)
-
-        seq = 0
-        try:
-            async with aclosing(turn.events()) as events:
-                try:
-                    async for event in events:
-                        seq += 1
-                        if isinstance(event, TERMINAL_EVENTS):
-                            await account()
-                        yield to_sse(event, seq)
-                except Exception as exc:
-                    # A bug, not a ChatError: the turn already stored its partial reply; the
-                    # client still gets `{"error"}` last (unless the turn had ended) and a
-                    # cleanly closed stream.
-                    logger.error("unexpected %s in a turn", type(exc).__name__)
-                    if not accounted:
-                        turn.outcome.error = "internal error"
-                        await account()
-                        yield to_sse(Failed("internal error"), seq + 1)
-        finally:
-            with anyio.CancelScope(shield=True):
-                await account()
-
-    @app.get("/chat", responses=SSE_DOC, tags=["chat"], dependencies=guarded)
-    async def chat_get(
-        request: Request, turn: Annotated[Turn, Depends(turn_from_query)]
-    ) -> SSEResponse:
+    @app.get("/chat", responses=SSE_DOC, tags=["chat"])
+    async def chat_get(turn: Annotated[Turn, Depends(turn_from_query)]) -> SSEResponse:
         """Stream one turn as Server-Sent Events (EventSource-compatible)."""
-        return SSEResponse(stream(request, turn), heartbeat=settings.heartbeat_seconds)
+        return respond(turn)
 
-    @app.post("/chat", responses=SSE_DOC, tags=["chat"], dependencies=guarded)
-    async def chat_post(
-        request: Request, turn: Annotated[Turn, Depends(turn_from_body)]
-    ) -> SSEResponse:
+    @app.post("/chat", responses=SSE_DOC, tags=["chat"])
+    async def chat_post(turn: Annotated[Turn, Depends(turn_from_body)]) -> SSEResponse:
         """The same stream for fetch() and long prompts."""
-        return SSEResponse(stream(request, turn), heartbeat=settings.heartbeat_seconds)
+        return respond(turn)
 
-    @app.get("/sessions/{session_id}", tags=["sessions"], dependencies=guarded)
-    async def get_session(session_id: str) -> dict[str, Any]:
-        """The session's messages, oldest first."""
-        loaded = await store.load(check_session_id(session_id), now=time.time())
+    @app.get("/sessions/{session_id}", tags=["sessions"])
+    async def get_session(
+        session_id: str,
+        limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = PAGE_LIMIT_DEFAULT,
+        before: str | None = None,
+    ) -> dict[str, Any]:
+        """The session's newest `limit` messages, oldest first; `older` pages back."""
+        page = await store.page(
+            check_session_id(session_id),
+            now=time.time(),
+            limit=limit,
+            before=_cursor(before),
+        )
+        running = turns.running(page.session.id)
         return {
-            "id": loaded.id,
-            "title": loaded.title,
-            "created_at": loaded.created_at,
-            "updated_at": loaded.updated_at,
-            "messages": [m.to_public() for m in loaded.messages],
+            "id": page.session.id,
+            "title": page.session.title,
+            "created_at": page.session.created_at,
+            "updated_at": page.session.updated_at,
+            "running_turn": None if running is None else running.turn.turn_id,
+            "messages": [m.to_public() for m in page.session.messages],
+            "older": None if page.older is None else str(page.older),
         }
 
-    @app.delete("/sessions/{session_id}", status_code=204, tags=["sessions"], dependencies=guarded)
+    @app.post("/sessions/{session_id}/stop", tags=["sessions"])
+    async def stop_session(session_id: str) -> Response:
+        """Stop the session's running turn: 202 if one was running, 204 if none."""
+        session_id = check_session_id(session_id)
+        if turns.stop(session_id):
+            return Response(status_code=202)
+        await store.load(session_id, now=time.time(), limit=0)  # unknown or expired: 404
+        return Response(status_code=204)
+
+    @app.delete("/sessions/{session_id}", status_code=204, tags=["sessions"])
     async def delete_session(session_id: str) -> Response:
         """Forget a session."""
         await store.delete(check_session_id(session_id), now=time.time())
         return Response(status_code=204)
 
+    @app.head("/healthz", include_in_schema=False)
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:
         """Liveness."""
         return {"status": "ok", "model": chat_model.name, "store": settings.session_store}
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(str(STATIC_DIR.joinpath("index.html")), media_type="text/html")
 
@@ -273,24 +292,41 @@ def create_app(
     return app
 
 
-def _request_id(request: Request) -> str:
-    context = request.headers.get("x-amzn-request-context")
-    if context:
-        try:
-            return str(json.loads(context)["requestId"])
-        except (ValueError, KeyError, TypeError):
-            pass
-    return request.headers.get("x-request-id") or uuid.uuid4().hex
+async def _relay(live: LiveTurn, after: int = 0) -> AsyncGenerator[bytes, None]:
+    """A reader of the live turn: its events as SSE, at this client's pace."""
+    async for position, event in live.follow(after):
+        yield to_sse(event, position)
 
 
-def _lambda_deadline(request: Request) -> float | None:
-    """The invocation's deadline as a monotonic instant, from the Web Adapter's context header."""
-    raw = request.headers.get("x-amzn-lambda-context")
+def _cursor(before: str | None) -> int | None:
+    if before is None:
+        return None
+    if not before.isdigit() or len(before) > 12:
+        raise InvalidRequest("malformed cursor: use the `older` value of a page")
+    return int(before)
+
+
+def _request_id(request: Request, *, on_lambda: bool) -> str:
+    context = lambda_request_context(request, on_lambda=on_lambda)
+    if context is not None and isinstance(context.get("requestId"), str):
+        return str(context["requestId"])
+    given = request.headers.get("x-request-id", "")
+    return given[:64] if given.isprintable() and given else uuid.uuid4().hex
+
+
+def _lambda_deadline(request: Request, *, on_lambda: bool) -> float | None:
+    """The invocation's deadline as a monotonic instant, from the Web Adapter's context header.
+
+    Only on Lambda: anywhere else a client could send the header to lift its own deadline.
+    """
+    raw = request.headers.get("x-amzn-lambda-context") if on_lambda else None
     if not raw:
         return None
     try:
         deadline_ms = float(json.loads(raw)["deadline"])
     except (ValueError, KeyError, TypeError):
+        return None
+    if not math.isfinite(deadline_ms):
         return None
     left = deadline_ms / 1000 - time.time() - LAMBDA_DEADLINE_MARGIN_SECONDS
     return time.monotonic() + max(left, 0.0)

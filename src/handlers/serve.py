@@ -21,7 +21,15 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         "http": "h11",
         # uvloop's event loop took a third off the relay's p99 at 200 streams (make bench).
         "loop": "uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        "h11_max_incomplete_event_size": max(1 << 20, settings.max_prompt_chars * 12 + (64 << 10)),
+        # Just what a MAX_PROMPT_CHARS `GET ?prompt=` needs: each slow, unfinished request
+        # line holds at most this much memory.
+        "h11_max_incomplete_event_size": settings.url_limit,
+        # Past this many connections and requests at once, new requests get a 503 instead of
+        # memory and file descriptors.
+        "limit_concurrency": settings.limit_concurrency,
+        # X-Forwarded-For is client-controlled: trusted only from the proxies named here.
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": settings.forwarded_allow_ips or None,
         "timeout_graceful_shutdown": 5,
         # The access log would print every `GET /chat?prompt=...`: prompts stay out of logs
         # (one structured line per turn is logged instead).

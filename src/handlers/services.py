@@ -106,9 +106,12 @@ def build_rate_limiter(settings: Settings, store: SessionStore) -> RateLimiter:
                 store,
                 per_minute=settings.rate_limit_per_minute,
                 daily_tokens=settings.daily_token_quota,
+                global_daily_tokens=settings.global_daily_token_quota,
             )
     return InProcessRateLimiter(
-        per_minute=settings.rate_limit_per_minute, daily_tokens=settings.daily_token_quota
+        per_minute=settings.rate_limit_per_minute,
+        daily_tokens=settings.daily_token_quota,
+        global_daily_tokens=settings.global_daily_token_quota,
     )
 
 

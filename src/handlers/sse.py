@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
+import logging
 import re
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import Any
 
 import anyio
@@ -16,6 +18,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from core.events import Done, Event, Failed, Started, Token, ToolCallStarted, ToolResult
 
+logger = logging.getLogger("sse_chat_agent")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # One encoder for the process: json.dumps(..., ensure_ascii=False) builds a new one per call.
 _ENCODE = json.JSONEncoder(ensure_ascii=False).encode
@@ -63,31 +66,52 @@ def to_sse(event: Event, seq: int) -> bytes:
 
 
 class SSEResponse(StreamingResponse):
-    """An SSE stream of pre-encoded events, with keep-alive pings and disconnect detection.
+    """An SSE stream of pre-encoded events, with keep-alive pings and a send deadline.
 
     FastAPI's generator endpoints (`response_class=EventSourceResponse` + `yield`) run a
     producer task, two memory streams and a timeout per event; measured by `make bench`, that
     was half the relay's CPU per token. Here each event is one `send`, and one timer per
     stream sends `: ping` after `heartbeat` seconds of silence (slow first token, slow tool).
-    A client that goes away cancels the stream at once, even while nothing is being sent.
+
+    The response is a reader only: the turn runs in a task of its own. A client that goes away
+    ends the reading at once; one that stops reading is dropped once a send has been blocked
+    for `send_timeout` seconds (a watchdog checks; no timer is armed per send). `linger`, if
+    given, is awaited before the response returns, whatever happened to the client: the
+    request that started a turn stays open until the turn ends, because on Lambda the
+    invocation (and so the turn) is frozen the moment its response ends.
     """
 
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncGenerator[bytes, None], *, heartbeat: float) -> None:
+    def __init__(
+        self,
+        events: AsyncGenerator[bytes, None],
+        *,
+        heartbeat: float,
+        send_timeout: float,
+        linger: Callable[[], Awaitable[None]] | None = None,
+        retry_ms: int | None = None,
+    ) -> None:
         super().__init__(events, headers=_STREAM_HEADERS)
         self._events = events
         self._heartbeat = heartbeat
+        self._send_timeout = send_timeout
+        self._linger = linger
+        self._retry = f"retry: {retry_ms}\n\n".encode() if retry_ms else b""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()
         lock = asyncio.Lock()
         last_sent = loop.time()
+        sending_since: float | None = None
+        dropped = False
 
         async def send_locked(message: Message) -> None:
-            nonlocal last_sent
+            nonlocal last_sent, sending_since
             async with lock:
+                sending_since = loop.time()
                 await send(message)
+                sending_since = None
             last_sent = loop.time()
 
         async def keep_alive() -> None:
@@ -96,28 +120,71 @@ class SSEResponse(StreamingResponse):
                 if idle < self._heartbeat:
                     await anyio.sleep(self._heartbeat - idle)
                     continue
-                await send_locked(
-                    {"type": "http.response.body", "body": KEEPALIVE_COMMENT, "more_body": True}
-                )
+                await send_locked(_body(KEEPALIVE_COMMENT))
 
-        async def watch_disconnect(scope: anyio.CancelScope) -> None:
+        async def watchdog(group: anyio.CancelScope) -> None:
+            nonlocal dropped
+            while True:
+                await anyio.sleep(self._send_timeout / 4)
+                if sending_since is not None and loop.time() - sending_since >= self._send_timeout:
+                    dropped = True
+                    group.cancel()
+                    return
+
+        async def watch_disconnect(group: anyio.CancelScope) -> None:
             while (await receive())["type"] != "http.disconnect":
                 pass
-            scope.cancel()
+            group.cancel()
 
-        async with anyio.create_task_group() as group:
-            group.start_soon(watch_disconnect, group.cancel_scope)
-            group.start_soon(keep_alive)
-            try:
-                # OSError: the client went away mid-write, there is nothing left to tell it.
-                with contextlib.suppress(OSError):
-                    await self.stream_response(send_locked)
-            finally:
-                # Cancelled while sending, the events generator sits at a `yield`: close it
-                # now, so the turn stores its reply and frees the session at once.
-                with anyio.CancelScope(shield=True):
-                    await self._events.aclose()
-            group.cancel_scope.cancel()
+        async def respond(group: anyio.CancelScope) -> None:
+            # OSError: the client went away mid-write, there is nothing left to tell it.
+            with contextlib.suppress(OSError):
+                await send_locked(
+                    {
+                        "type": "http.response.start",
+                        "status": self.status_code,
+                        "headers": self.raw_headers,
+                    }
+                )
+                if self._retry:
+                    await send_locked(_body(self._retry))
+                async for chunk in self._events:
+                    await send_locked(_body(chunk))
+                await send_locked({"type": "http.response.body", "body": b"", "more_body": False})
+            group.cancel()
+
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(watch_disconnect, group.cancel_scope)
+                group.start_soon(watchdog, group.cancel_scope)
+                group.start_soon(keep_alive)
+                group.start_soon(respond, group.cancel_scope)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._events.aclose()
+                if self._linger is not None:
+                    await self._linger()
+        if dropped:
+            # The response cannot be completed (the client is not reading); returning closes
+            # the connection, which is the point. Say so once, instead of the server's error.
+            _dropping.set(True)
+            logger.info("dropped a client that stopped reading for %g s", self._send_timeout)
+
+
+def _body(chunk: bytes) -> Message:
+    return {"type": "http.response.body", "body": chunk, "more_body": True}
 
 
 _STREAM_HEADERS: Mapping[str, str] = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+# Set in the request's context when a client that stopped reading is dropped on purpose, so the
+# server's "returned without completing response" line for that request is not logged as a bug.
+_dropping: contextvars.ContextVar[bool] = contextvars.ContextVar("sse_dropping", default=False)
+_UNCOMPLETED = "ASGI callable returned without completing response."
+
+
+class DroppedClientFilter(logging.Filter):
+    """Hides uvicorn's error line for a response this module ended on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (_dropping.get() and record.getMessage() == _UNCOMPLETED)

@@ -22,10 +22,10 @@ from tests.fakes import FakeModel, Step
 from tests.sse_client import stream_chat
 
 
-async def test_a_client_gone_mid_send_frees_the_session_and_keeps_the_reply_at_once() -> None:
+async def test_a_client_gone_mid_send_leaves_the_turn_to_finish_and_free_the_session() -> None:
     """GIVEN the client vanishes while a token is being written (send raises, then disconnect)
-    THEN the partial reply is stored as interrupted and the lease is free right away, without
-    waiting for the garbage collector to finalise the paused generators."""
+    THEN the turn goes on to its end (DESIGN §8 "Disconnect"): the whole reply is stored as
+    complete, and the lease is free once the response returns."""
     store = MemorySessionStore()
     model = FakeModel([Step(tokens=["a", "b", "c", "d"])])
     app = create_app(Settings(session_store="memory"), model=model, sessions=store)
@@ -44,7 +44,7 @@ async def test_a_client_gone_mid_send_frees_the_session_and_keeps_the_reply_at_o
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body":
             bodies.append(message["body"])
-            if len(bodies) == 2:  # started and the first token went out
+            if len(bodies) == 3:  # retry:, started and the first token went out
                 gone.set()
                 raise OSError("connection reset")
 
@@ -63,11 +63,11 @@ async def test_a_client_gone_mid_send_frees_the_session_and_keeps_the_reply_at_o
         "server": ("test", 80),
     }
     await app(scope, receive, send)  # type: ignore[arg-type]
-    session = json.loads(bodies[0].decode().split("data: ")[1].split("\n")[0])["session"]
+    session = json.loads(b"".join(bodies).decode().split("data: ")[1].split("\n")[0])["session"]
     loaded = await store.load(session, now=time.time())
     assert [(m.role, m.content, m.status) for m in loaded.messages] == [
         ("user", "hi", "complete"),
-        ("assistant", "a", "interrupted"),
+        ("assistant", "abcd", "complete"),
     ]
     await store.lock(session, owner="next", now=time.time(), lease_seconds=5)  # not busy
 

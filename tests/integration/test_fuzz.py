@@ -36,6 +36,7 @@ OPERATIONS = [
     ("POST", "/chat"),
     ("GET", "/sessions/{session_id}"),
     ("DELETE", "/sessions/{session_id}"),
+    ("POST", "/sessions/{session_id}/stop"),
     ("GET", "/healthz"),
 ]
 # The statuses a run must have produced: the generator reached past input checks.
@@ -44,6 +45,7 @@ EXPECTED_STATUSES = {
     ("POST", "/chat"): {200, 400, 404, 413},
     ("GET", "/sessions/{session_id}"): {200, 400, 404},
     ("DELETE", "/sessions/{session_id}"): {204, 400, 404},
+    ("POST", "/sessions/{session_id}/stop"): {204, 400, 404},
     ("GET", "/healthz"): {200},
 }
 
@@ -85,7 +87,9 @@ def streams_are_whole_json_events(ctx: Any, response: Any, case: Any) -> bool | 
     if response.status_code != 200 or not content_type.startswith("text/event-stream"):
         return None
     events: list[dict[str, Any]] = []
-    for block in response.text.split("\n\n"):
+    blocks = response.text.split("\n\n")
+    assert blocks[0].startswith("retry: "), "the stream opens with its reconnect delay"
+    for block in blocks[1:]:
         lines = [line for line in block.split("\n") if line and not line.startswith(":")]
         if not lines:
             continue

@@ -74,9 +74,11 @@ def test_page_security_headers(app_url: str, http: httpx.Client) -> None:
 
 
 def test_lambda_deadline_from_the_web_adapter_context_ends_the_turn_in_time(
-    simulator: SimulatorServer, app_url: str, http: httpx.Client
+    simulator: SimulatorServer, live_app: AppFactory, http: httpx.Client
 ) -> None:
-    # GIVEN an invocation with 4.5 s left (the app keeps a 3 s margin) and a 10 s reply
+    # GIVEN an app on Lambda, an invocation with 4.5 s left (the app keeps a 3 s margin) and
+    # a 10 s reply
+    app_url = live_app(settings_for(simulator, aws_lambda_function_name="sse-chat-agent-test")).url
     simulator.sim.script({"chunks": [f"{i} " for i in range(100)], "delay_ms": 100})
     context = {"deadline": int((time.time() + 4.5) * 1000), "request_id": "r-1"}
     start = time.monotonic()

@@ -54,11 +54,14 @@ def test_session_api_lists_messages_then_forgets_them(
     assert refused.status_code == 404
 
 
-def test_client_disconnect_closes_upstream_within_1_s_and_keeps_the_partial_reply(
+def test_client_disconnect_leaves_the_turn_running_to_its_end_and_stored_whole(
     simulator: SimulatorServer, app_url: str, http: httpx.Client
 ) -> None:
-    # GIVEN a slow upstream reply of 50 tokens
-    simulator.sim.script({"chunks": [f"w{i} " for i in range(50)], "delay_ms": 100})
+    """DESIGN §8 "Disconnect": the turn goes on to its end and is stored complete, whether or
+    not a client is connected (on Lambda nobody could tell it the client left anyway)."""
+    # GIVEN a slow upstream reply of 20 tokens
+    chunks = [f"w{i} " for i in range(20)]
+    simulator.sim.script({"chunks": chunks, "delay_ms": 50})
     seen: list[str] = []
     session = ""
     # WHEN the client reads three tokens, then goes away
@@ -70,26 +73,25 @@ def test_client_disconnect_closes_upstream_within_1_s_and_keeps_the_partial_repl
                 seen.append(line.split('"token": "')[1].split('"')[0])
                 if len(seen) == 3:
                     break
-    closed_at = time.monotonic()
-    # THEN the upstream stream is closed within a second
-    deadline = closed_at + 3
-    while simulator.log[0]["outcome"] != "client_closed" and time.monotonic() < deadline:
+    # THEN the upstream stream runs to completion
+    deadline = time.monotonic() + 10
+    while simulator.log[0]["outcome"] == "open" and time.monotonic() < deadline:
         time.sleep(0.02)
-    entry = simulator.log[0]
-    assert entry["outcome"] == "client_closed"
-    assert entry["closed_at"] - closed_at < 1.0
-    assert entry["chunks_sent"] < 20
-    # AND the stored reply is exactly what was relayed, marked interrupted
-    for _ in range(100):
+    assert simulator.log[0]["outcome"] == "completed"
+    assert simulator.log[0]["chunks_sent"] == len(chunks)
+    # AND the whole reply is stored, complete, and the session takes the next turn
+    for _ in range(200):
         messages = http.get(f"{app_url}/sessions/{session}").json()["messages"]
         if len(messages) == 2:
             break
         time.sleep(0.02)
     user, reply = messages
     assert user["content"] == "long"
-    assert reply["status"] == "interrupted"
+    assert (reply["content"], reply["status"]) == ("".join(chunks), "complete")
     assert reply["content"].startswith("".join(seen))
-    assert len(reply["content"].split()) <= entry["chunks_sent"]
+    simulator.sim.script({"chunks": ["next"]})
+    got = stream_chat(http, f"{app_url}/chat", params={"prompt": "more", "session": session})
+    assert got.text == "next"
 
 
 def test_racing_turns_each_complete_or_get_409(

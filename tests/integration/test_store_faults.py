@@ -161,45 +161,48 @@ def test_store_failing_before_the_stream_is_a_503_json_error_and_nothing_is_left
 def test_store_failing_to_release_the_lease_still_closes_the_stream_after_done(
     simulator: SimulatorServer, live_app: AppFactory, http: httpx.Client
 ) -> None:
-    """GIVEN a store whose lease release fails once, after a good turn
+    """GIVEN a store whose lease release fails once, then twice, after good turns
     THEN the client still gets every event through `done` and a cleanly closed stream, the
-    reply is stored; the session is busy (409) only until the lease runs out, and the server
-    keeps serving other sessions."""
+    reply is stored; one failure is retried (the session is free at once), two leave the
+    session busy (409) only until the lease runs out, and the server serves other sessions."""
     store = FlakyStore()
     url = live_app(settings_for(simulator), sessions=store).url
-    simulator.sim.script({"chunks": ["fine"]}, {"chunks": ["other"]})
+    simulator.sim.script(
+        {"chunks": ["fine"]}, {"chunks": ["again"]}, {"chunks": ["twice"]}, {"chunks": ["other"]}
+    )
     store.fail("unlock", 1)
     got = turn(http, url, "hi")
     assert got.last["lifecycle"] == "done" and got.text == "fine"
     assert contents(store.stored(got.session))[-1] == ("assistant", "fine", "complete")
-    busy = http.get(f"{url}/chat", params={"prompt": "again", "session": got.session})
+    assert turn(http, url, "again", got.session).text == "again"  # the retry freed it
+    store.fail("unlock", 1, 2)
+    assert turn(http, url, "twice", got.session).text == "twice"
+    busy = http.get(f"{url}/chat", params={"prompt": "more", "session": got.session})
     assert busy.status_code == 409 and "in progress" in busy.json()["error"]
     assert turn(http, url, "new session").text == "other"
 
 
-def test_client_leaving_during_a_slow_tool_stores_no_dangling_tool_call(
+def test_client_leaving_during_a_slow_tool_leaves_the_turn_to_finish_whole(
     live_app: AppFactory,
 ) -> None:
-    """GIVEN a model that says "Working" and calls a tool that takes 5 s
+    """GIVEN a model that says "Working" and calls a tool that takes 1 s
     WHEN the client reads the tool_call event and disconnects
-    THEN the tool is cancelled within a second, the store holds the prompt and "Working"
-    marked `interrupted`, no tool call without its result, and the session takes a new turn."""
+    THEN the turn goes on (DESIGN §8 "Disconnect"): the tool finishes, the model answers, the
+    store holds the whole exchange in a valid order, and the session takes a new turn."""
     store = FlakyStore()
-    tool_started, tool_cancelled = threading.Event(), threading.Event()
+    tool_started, tool_finished = threading.Event(), threading.Event()
 
     async def slow_lookup() -> str:
         """Takes a while."""
         tool_started.set()
-        try:
-            await anyio.sleep(5)
-        except anyio.get_cancelled_exc_class():
-            tool_cancelled.set()
-            raise
+        await anyio.sleep(1)
+        tool_finished.set()
         return "late"
 
     model = FakeModel(
         [
             Step(tokens=["Working"], tool_calls=[ToolCall("t1", "slow_lookup", "{}")]),
+            Step(tokens=["Found", " it"]),
             Step(tokens=["fresh"]),
         ]
     )
@@ -213,19 +216,18 @@ def test_client_leaving_during_a_slow_tool_stores_no_dangling_tool_call(
                 session = event.get("session", session)
                 if "tool_call" in event:
                     break
-    left_at = time.monotonic()
     assert tool_started.wait(2)
-    assert tool_cancelled.wait(2), "the tool kept running after the client left"
-    assert time.monotonic() - left_at < 1.5
+    assert tool_finished.wait(3), "the tool was cancelled when the client left"
     deadline = time.monotonic() + 3
-    while len(store.stored(session)) < 2 and time.monotonic() < deadline:
+    while len(store.stored(session)) < 4 and time.monotonic() < deadline:
         time.sleep(0.02)
     stored = store.stored(session)
     assert contents(stored) == [
         ("user", "look it up", "complete"),
-        ("assistant", "Working", "interrupted"),
+        ("assistant", "Working", "complete"),
+        ("tool", "late", "complete"),
+        ("assistant", "Found it", "complete"),
     ]
-    assert not any(m.get("tool_calls") for m in stored)
     with httpx.Client(timeout=10) as http:
         assert turn(http, url, "again", session).text == "fresh"
     assert_valid_openai_history(model.requests[-1])

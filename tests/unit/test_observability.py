@@ -111,7 +111,8 @@ def test_the_turn_line_carries_ids_model_tokens_timings_and_outcome(local_info: 
     session = local_info.results["good"]["events"][0]["session"]
     assert set(good) >= TURN_FIELDS
     assert good["level"] == "INFO" and good["service"] == "sse-chat-agent"
-    assert good["request_id"] == LAMBDA_REQUEST_ID  # from Lambda's request context
+    # Off Lambda a client's own `x-amzn-request-context` header is not trusted: a new id.
+    assert good["request_id"] != LAMBDA_REQUEST_ID and len(good["request_id"]) == 32
     assert good["session_id"] == session
     assert good["model"] == "canary-model"
     assert good["outcome"] == "complete"
@@ -122,6 +123,11 @@ def test_the_turn_line_carries_ids_model_tokens_timings_and_outcome(local_info: 
     assert failed["request_id"] == "req-401"  # from X-Request-Id
     assert failed["tokens_out"] == 0 and failed.get("time_to_first_token_ms") is None
     assert "API key" in failed["error"] and isinstance(failed["duration_ms"], float)
+
+
+def test_on_lambda_the_turn_line_carries_lambdas_request_id(lambda_debug: Run) -> None:
+    good = lambda_debug.turn_lines[0]
+    assert good["request_id"] == LAMBDA_REQUEST_ID  # from Lambda's request context
 
 
 @pytest.mark.parametrize("run_name", ["local_info", "lambda_debug"])
