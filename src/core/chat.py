@@ -26,10 +26,27 @@ from core.errors import (
     TooManyToolCalls,
     TurnDeadline,
 )
-from core.events import Done, Event, Failed, Started, Token, ToolCallStarted, ToolResult, Usage
+from core.events import (
+    Done,
+    Event,
+    Failed,
+    Reasoning,
+    Started,
+    Token,
+    ToolCallStarted,
+    ToolResult,
+    Usage,
+)
 from core.history import MAX_MESSAGE_BYTES, is_valid_unicode, truncate_utf8
 from core.messages import Message, Status
-from core.ports import ChatModel, Completion, SessionStore, TextDelta, ToolCallBegan
+from core.ports import (
+    ChatModel,
+    Completion,
+    ReasoningDelta,
+    SessionStore,
+    TextDelta,
+    ToolCallBegan,
+)
 from core.session_ids import check_session_id, new_session_id
 from core.tools import ToolRegistry
 
@@ -186,6 +203,11 @@ class Turn:
                             yield Token(event.text)
                             if reply.size > MAX_MESSAGE_BYTES:
                                 raise ReplyTooLong(MAX_MESSAGE_BYTES)
+                        elif isinstance(event, ReasoningDelta):
+                            reply.think(event.text)
+                            yield Reasoning(event.text)
+                            if reply.size > MAX_MESSAGE_BYTES:
+                                raise ReplyTooLong(MAX_MESSAGE_BYTES)
                         elif isinstance(event, ToolCallBegan):
                             reply.calls += 1
                             if reply.calls > self.limits.max_tool_calls_per_step:
@@ -219,6 +241,7 @@ class Turn:
                     content=reply.text,
                     created_at=self.wall_clock(),
                     tool_calls=completion.tool_calls,
+                    reasoning=reply.reasoning,
                 )
                 results = await self.tools.run_all(
                     completion.tool_calls,
@@ -256,7 +279,7 @@ class Turn:
             with anyio.CancelScope(shield=True):
                 if status is None:
                     # Stopped, cancelled, or a bug: keep what was relayed.
-                    status = "interrupted" if reply.text else "failed"
+                    status = reply.cut_short()
                     await self._store_reply(reply, status, quiet=True)
                 await self._release(status)
 
@@ -294,11 +317,17 @@ class Turn:
         A reply over the store's item limit is stored cut to fit, as `failed`: never nothing.
         `quiet`: a failure is logged, not raised (the turn is already ending).
         """
-        content = reply.text
+        content, reasoning = reply.text, reply.reasoning
         if reply.size > MAX_MESSAGE_BYTES:
-            content, status = truncate_utf8(content, MAX_MESSAGE_BYTES), "failed"
+            reasoning = truncate_utf8(reasoning, MAX_MESSAGE_BYTES)
+            room = MAX_MESSAGE_BYTES - len(reasoning.encode("utf-8"))
+            content, status = truncate_utf8(content, room), "failed"
         message = Message(
-            role="assistant", content=content, status=status, created_at=self.wall_clock()
+            role="assistant",
+            content=content,
+            status=status,
+            created_at=self.wall_clock(),
+            reasoning=reasoning,
         )
         try:
             await self._append([message])
@@ -309,26 +338,41 @@ class Turn:
 
 
 class _Reply:
-    """The assistant's text of the current step, as relayed, and its size in UTF-8 bytes."""
+    """The assistant's text and reasoning of the current step, as relayed, and their size in
+    UTF-8 bytes."""
 
-    __slots__ = ("calls", "parts", "size")
+    __slots__ = ("calls", "parts", "size", "thoughts")
 
     def __init__(self) -> None:
         self.parts: list[str] = []
+        self.thoughts: list[str] = []
         self.size = 0
         self.calls = 0
 
     def add(self, text: str) -> None:
         self.parts.append(text)
-        self.size += len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+        self.size += _utf8_size(text)
+
+    def think(self, text: str) -> None:
+        self.thoughts.append(text)
+        self.size += _utf8_size(text)
 
     @property
     def text(self) -> str:
         return "".join(self.parts)
 
+    @property
+    def reasoning(self) -> str:
+        return "".join(self.thoughts)
+
     def cut_short(self) -> Status:
-        """A started reply is `interrupted` (its text kept); one that never started `failed`."""
-        return "interrupted" if self.parts else "failed"
+        """A started reply (text or reasoning) is `interrupted`, what it had kept; one that never
+        started `failed`."""
+        return "interrupted" if self.parts or self.thoughts else "failed"
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
 
 
 def _failure_message(exc: ChatError) -> str:

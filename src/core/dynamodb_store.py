@@ -406,6 +406,8 @@ def _message_item(session_id: str, seq: int, message: Message, expires: str) -> 
         item["tool_call_id"] = {"S": message.tool_call_id}
     if message.name is not None:
         item["name"] = {"S": message.name}
+    if message.reasoning:
+        item["reasoning"] = {"S": message.reasoning}
     return item
 
 
@@ -418,6 +420,7 @@ def _message_from_item(item: Item) -> tuple[Message, float]:
         tool_calls=decode_tool_calls(item["tool_calls"]["S"] if "tool_calls" in item else None),
         tool_call_id=item["tool_call_id"]["S"] if "tool_call_id" in item else None,
         name=item["name"]["S"] if "name" in item else None,
+        reasoning=item["reasoning"]["S"] if "reasoning" in item else "",
     )
     return message, float(item[TTL_ATTRIBUTE]["N"])
 

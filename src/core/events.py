@@ -7,13 +7,23 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """Tokens as the provider bills them; `reasoning_tokens` (part of `completion_tokens`) is
+    None unless the provider reported it."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reasoning_tokens: int | None = None
 
     def __add__(self, other: Usage) -> Usage:
+        reasoning = (
+            None
+            if self.reasoning_tokens is None and other.reasoning_tokens is None
+            else (self.reasoning_tokens or 0) + (other.reasoning_tokens or 0)
+        )
         return Usage(
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
+            reasoning,
         )
 
 
@@ -21,6 +31,13 @@ class Usage:
 class Started:
     session: str
     model: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """A piece of the model's reasoning, streamed before (or between) its reply: not content."""
+
+    text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,4 +70,4 @@ class Failed:
     message: str
 
 
-Event = Started | Token | ToolCallStarted | ToolResult | Done | Failed
+Event = Started | Reasoning | Token | ToolCallStarted | ToolResult | Done | Failed

@@ -13,7 +13,7 @@ from core.errors import InvalidRequest, MessageTooLarge
 from core.messages import Message, ToolCall
 
 # DynamoDB items are limited to 400 KB (names and values); this leaves room for the other
-# attributes. Counted as UTF-8 bytes of the content plus the stored tool_calls JSON.
+# attributes. Counted as UTF-8 bytes of the content, the reasoning and the tool_calls JSON.
 MAX_MESSAGE_BYTES = 350_000
 
 # DynamoDB transactions hold at most 100 items: the messages plus the session's meta item.
@@ -61,6 +61,7 @@ def message_bytes(message: Message) -> int:
     """The stored size that counts against MAX_MESSAGE_BYTES; `InvalidRequest` for non-UTF-8."""
     try:
         size = len(message.content.encode("utf-8"))
+        size += len(message.reasoning.encode("utf-8"))
         size += len((encode_tool_calls(message.tool_calls) or "").encode("utf-8"))
     except UnicodeEncodeError as exc:  # a lone surrogate: neither SQLite nor DynamoDB takes it
         raise InvalidRequest("message text is not valid Unicode") from exc

@@ -27,10 +27,17 @@ class Message:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    reasoning: str = ""  # the model's reasoning before this (assistant) message, as streamed
 
-    def to_openai(self) -> dict[str, Any]:
-        """The message as the Chat Completions API takes it (no status, no time)."""
+    def to_openai(self, *, with_reasoning: bool = False) -> dict[str, Any]:
+        """The message as the Chat Completions API takes it (no status, no time).
+
+        `with_reasoning`: send the reasoning back as `reasoning_content` (DeepSeek's and
+        vLLM's field), for providers that require it (see REASONING_HISTORY).
+        """
         out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if with_reasoning and self.reasoning:
+            out["reasoning_content"] = self.reasoning
         if self.tool_calls:
             out["tool_calls"] = [
                 {
@@ -54,6 +61,8 @@ class Message:
             "status": self.status,
             "created_at": self.created_at,
         }
+        if self.reasoning:
+            out["reasoning"] = self.reasoning
         if self.tool_calls:
             out["tool_calls"] = [{"id": c.id, "name": c.name} for c in self.tool_calls]
         if self.tool_call_id is not None:

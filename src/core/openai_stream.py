@@ -32,7 +32,7 @@ from core.errors import (
 )
 from core.events import Usage
 from core.messages import Message, ToolCall
-from core.ports import Completion, ModelEvent, TextDelta, ToolCallBegan
+from core.ports import Completion, ModelEvent, ReasoningDelta, TextDelta, ToolCallBegan
 
 ApiKeyProvider = Callable[[], Awaitable[str | None]]
 
@@ -65,6 +65,8 @@ class OpenAIChatModel:
         idle_timeout: float = 30.0,
         max_retries: int = 2,
         backoff_seconds: float = 0.5,
+        reasoning_history: str = "auto",
+        reasoning_effort: str = "",
     ) -> None:
         self._client = client
         self._url = base_url.rstrip("/") + "/chat/completions"
@@ -81,6 +83,8 @@ class OpenAIChatModel:
         self._idle_timeout = idle_timeout
         self._max_retries = max_retries
         self._backoff = backoff_seconds
+        self._reasoning_history = reasoning_history
+        self._reasoning_effort = reasoning_effort
 
     @property
     def name(self) -> str:
@@ -91,14 +95,26 @@ class OpenAIChatModel:
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self._model,
-            "messages": [m.to_openai() for m in messages],
+            "messages": [m.to_openai(with_reasoning=self._sends_reasoning(m)) for m in messages],
             "stream": True,
             "stream_options": {"include_usage": True},
             self._max_tokens_field: self._max_tokens,
         }
         if tools:
             body["tools"] = list(tools)
+        if self._reasoning_effort:
+            body["reasoning_effort"] = self._reasoning_effort
         return body
+
+    def _sends_reasoning(self, message: Message) -> bool:
+        """REASONING_HISTORY: `auto` sends reasoning back only on assistant messages that called
+        tools, which DeepSeek's API requires ("reasoning_content must be passed back") and
+        OpenAI-compatible servers ignore; `always` on every assistant message; `never` not."""
+        if message.role != "assistant" or not message.reasoning:
+            return False
+        if self._reasoning_history == "always":
+            return True
+        return self._reasoning_history == "auto" and bool(message.tool_calls)
 
     async def stream(
         self,
@@ -237,13 +253,15 @@ class OpenAIChatModel:
                     # is a protocol error like malformed JSON, never an unhandled exception.
                     try:
                         if chunk.get("usage"):
-                            raw = chunk["usage"]
-                            usage = Usage(
-                                int(raw.get("prompt_tokens") or 0),
-                                int(raw.get("completion_tokens") or 0),
-                            )
+                            usage = _usage(chunk["usage"])
                         for choice in chunk.get("choices") or ():
                             delta = choice.get("delta") or {}
+                            # DeepSeek, vLLM and llama.cpp say `reasoning_content`; OpenRouter,
+                            # Ollama and LiteLLM say `reasoning`. Either is reasoning, not reply.
+                            thought = delta.get("reasoning_content") or delta.get("reasoning")
+                            if thought:
+                                started = True
+                                yield ReasoningDelta(_unicode(_string(thought)))
                             content = delta.get("content")
                             if content:
                                 started = True
@@ -277,6 +295,16 @@ class OpenAIChatModel:
                 else "the model provider did not start answering in time"
             ) from None
         raise UpstreamProtocolError("the model provider closed the stream before it finished")
+
+
+def _usage(raw: dict[str, Any]) -> Usage:
+    details = raw.get("completion_tokens_details") or {}
+    reasoning = details.get("reasoning_tokens") if isinstance(details, dict) else None
+    return Usage(
+        int(raw.get("prompt_tokens") or 0),
+        int(raw.get("completion_tokens") or 0),
+        None if reasoning is None else int(reasoning),
+    )
 
 
 def _unicode(text: str) -> str:

@@ -16,6 +16,14 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """Reasoning text the model streamed (`reasoning_content` / `reasoning` in OpenAI-style
+    APIs): never part of the reply."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class ToolCallBegan:
     """The model started a tool call: id and name are known, arguments still streaming."""
 
@@ -32,7 +40,7 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
-ModelEvent = TextDelta | ToolCallBegan | Completion
+ModelEvent = TextDelta | ReasoningDelta | ToolCallBegan | Completion
 
 
 class ChatModel(Protocol):

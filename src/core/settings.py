@@ -26,6 +26,11 @@ class Settings(BaseSettings):
     max_tokens: int = Field(default=1024, ge=1)
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     first_token_timeout_seconds: float = Field(default=60.0, gt=0)
+    reasoning_history: Literal["auto", "always", "never"] = Field(
+        default="auto",
+        description="when to send stored reasoning back to the provider (reasoning_content)",
+    )
+    reasoning_effort: str = Field(default="", description="sent as reasoning_effort when set")
     idle_timeout_seconds: float = Field(default=30.0, gt=0)
 
     # Sessions.

@@ -52,12 +52,15 @@ CREATE TABLE IF NOT EXISTS messages (
     tool_call_id TEXT,
     name TEXT,
     expires_at INTEGER NOT NULL,
+    reasoning TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (session_id, seq)
 );
 """
 
 _NO_SEQ = 1 << 62  # above every sequence number
-_MESSAGE_COLUMNS = "role, content, status, created_at, tool_calls, tool_call_id, name, expires_at"
+_MESSAGE_COLUMNS = (
+    "role, content, status, created_at, tool_calls, tool_call_id, name, expires_at, reasoning"
+)
 
 
 class SQLiteSessionStore:
@@ -78,6 +81,7 @@ class SQLiteSessionStore:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA busy_timeout=5000")  # other processes (uvicorn workers) wait
             db.executescript(_SCHEMA)
+            _migrate(db)
             self._db = db
         return self._db
 
@@ -233,6 +237,7 @@ class SQLiteSessionStore:
                 m.tool_call_id,
                 m.name,
                 expires,
+                m.reasoning,
             )
             for offset, m in enumerate(messages)
         ]
@@ -244,7 +249,7 @@ class SQLiteSessionStore:
             # raises IntegrityError, `_run` rolls back and reports SessionConflict.
             db.executemany(
                 f"INSERT INTO messages (session_id, seq, {_MESSAGE_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
             db.execute(
@@ -277,6 +282,14 @@ class SQLiteSessionStore:
         await anyio.to_thread.run_sync(run)
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a file made by an older version up to the schema (CREATE IF NOT EXISTS keeps old
+    tables as they were)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(messages)")}
+    if "reasoning" not in columns:
+        db.execute("ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT ''")
+
+
 def _rollback(db: sqlite3.Connection) -> None:
     """Roll back an open transaction; on a full disk even that can fail, and the error that
     matters is the one being handled."""
@@ -286,7 +299,7 @@ def _rollback(db: sqlite3.Connection) -> None:
 
 
 def _message_from_row(row: tuple[object, ...]) -> tuple[Message, float]:
-    role, content, status, created_at, tool_calls, tool_call_id, name, expiry = row
+    role, content, status, created_at, tool_calls, tool_call_id, name, expiry, reasoning = row
     message = Message(
         role=cast(Role, role),
         content=cast(str, content),
@@ -295,5 +308,6 @@ def _message_from_row(row: tuple[object, ...]) -> tuple[Message, float]:
         tool_calls=decode_tool_calls(cast("str | None", tool_calls)),
         tool_call_id=cast("str | None", tool_call_id),
         name=cast("str | None", name),
+        reasoning=cast(str, reasoning),
     )
     return message, cast(float, expiry)

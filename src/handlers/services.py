@@ -60,6 +60,8 @@ def build_model(settings: Settings, *, simulator: FastAPI | None = None) -> Mode
         max_tokens=settings.max_tokens,
         first_token_timeout=settings.first_token_timeout_seconds,
         idle_timeout=settings.idle_timeout_seconds,
+        reasoning_history=settings.reasoning_history,
+        reasoning_effort=settings.reasoning_effort,
     )
 
 

@@ -16,7 +16,16 @@ from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from core.events import Done, Event, Failed, Started, Token, ToolCallStarted, ToolResult
+from core.events import (
+    Done,
+    Event,
+    Failed,
+    Reasoning,
+    Started,
+    Token,
+    ToolCallStarted,
+    ToolResult,
+)
 
 logger = logging.getLogger("sse_chat_agent")
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -30,6 +39,8 @@ def payload(event: Event) -> dict[str, Any]:
     match event:
         case Token(text=text):
             return {"token": text}
+        case Reasoning(text=text):
+            return {"reasoning": text}
         case Started(session=session, model=model):
             return {"lifecycle": "started", "session": session, "model": model}
         case ToolCallStarted(id=call_id, name=name):
@@ -39,14 +50,13 @@ def payload(event: Event) -> dict[str, Any]:
         case Failed(message=message):
             return {"error": message}
         case Done(finish_reason=reason, usage=usage):
-            return {
-                "lifecycle": "done",
-                "finish_reason": reason,
-                "usage": {
-                    "prompt_tokens": usage.prompt_tokens,
-                    "completion_tokens": usage.completion_tokens,
-                },
+            counts: dict[str, int] = {
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
             }
+            if usage.reasoning_tokens is not None:
+                counts["reasoning_tokens"] = usage.reasoning_tokens
+            return {"lifecycle": "done", "finish_reason": reason, "usage": counts}
     raise TypeError(f"not an event: {event!r}")
 
 

@@ -354,6 +354,57 @@ async def test_tool_exchange_round_trips_exactly(store: SessionStore, session_id
     assert list((await store.load(session_id, now=T0 + 3)).messages) == written
 
 
+async def test_reasoning_round_trips_beside_the_content(
+    store: SessionStore, session_id: str
+) -> None:
+    written = [
+        user("Think first"),
+        Message(
+            role="assistant",
+            content="",
+            created_at=T0 + 1,
+            tool_calls=(CALC,),
+            reasoning="I need the calculator. 🤔",
+        ),
+        tool(CALC, "42"),
+        Message(
+            role="assistant",
+            content="It is 42",
+            status="interrupted",
+            created_at=T0 + 2,
+            reasoning="The tool said 42.",
+        ),
+    ]
+    await store.append(session_id, written, seq=0, now=T0 + 2)
+    assert list((await store.load(session_id, now=T0 + 2)).messages) == written
+
+
+async def test_reasoning_counts_against_the_message_size_limit(
+    store: SessionStore, session_id: str
+) -> None:
+    half = "r" * (MAX_MESSAGE_BYTES // 2 + 1)
+    big = Message(role="assistant", content=half, reasoning=half, created_at=T0)
+    with pytest.raises(MessageTooLarge):
+        await store.append(session_id, [big], seq=0, now=T0)
+
+
+async def test_pages_hold_the_newest_messages_oldest_first_with_a_cursor(
+    store: SessionStore, session_id: str
+) -> None:
+    await store.append(session_id, [user(f"m{i}") for i in range(7)], seq=0, now=T0)
+    first = await store.page(session_id, now=T0, limit=3)
+    assert contents(first.session.messages) == ["m4", "m5", "m6"]
+    assert first.older is not None
+    second = await store.page(session_id, now=T0, limit=3, before=first.older)
+    assert contents(second.session.messages) == ["m1", "m2", "m3"]
+    third = await store.page(session_id, now=T0, limit=3, before=second.older)
+    assert contents(third.session.messages) == ["m0"] and third.older is None
+    everything = await store.page(session_id, now=T0, limit=7)
+    assert len(everything.session.messages) == 7 and everything.older is None
+    with pytest.raises(SessionNotFound):
+        await store.page(session_id, now=T0 + TTL + 1, limit=3)
+
+
 async def test_unicode_content_is_byte_exact(store: SessionStore, session_id: str) -> None:
     texts = [
         "emoji 👩‍👩‍👧‍👦 🏳️‍🌈 and flags 🇫🇷",
