@@ -15,8 +15,17 @@ from dataclasses import dataclass, field
 
 import anyio
 
+from core.context import (
+    TokenCounter,
+    estimate_tokens,
+    fit,
+    message_tokens,
+    replayable,
+    split_turns,
+)
 from core.errors import (
     ChatError,
+    ContextTooLong,
     InvalidRequest,
     PromptTooLong,
     ReplyTooLong,
@@ -69,6 +78,8 @@ class TurnLimits:
     tool_timeout_seconds: float = 10.0
     turn_timeout_seconds: float = 120.0
     max_tool_calls_per_step: int = 16
+    context_tokens: int | None = None  # the model's context window; None: no token budget
+    reply_tokens: int = 1024  # room kept for the reply (MAX_TOKENS)
 
 
 @dataclass(slots=True)
@@ -103,6 +114,7 @@ async def begin_turn(
     limits: TurnLimits,
     deadline: float | None = None,
     wall_clock: Clock = time.time,
+    count_tokens: TokenCounter = estimate_tokens,
 ) -> Turn:
     """Check the request, take the session's turn lease and store the user message.
 
@@ -129,11 +141,10 @@ async def begin_turn(
     except BaseException:
         await sessions.unlock(session_id, owner=owner)
         raise
-    history: list[Message] = []
-    if request.system_prompt:
-        history.append(Message(role="system", content=request.system_prompt))
-    history.extend(session.messages)
-    history.append(user)
+    system = (
+        [Message(role="system", content=request.system_prompt)] if request.system_prompt else []
+    )
+
     turn_deadline = time.monotonic() + limits.turn_timeout_seconds
     return Turn(
         session_id=session_id,
@@ -141,11 +152,14 @@ async def begin_turn(
         sessions=sessions,
         tools=tools,
         limits=limits,
-        messages=history,
+        system=system,
+        past=split_turns(replayable(session.messages)),
+        current=[user],
         next_seq=next_seq,
         owner=owner,
         deadline=turn_deadline if deadline is None else min(deadline, turn_deadline),
         wall_clock=wall_clock,
+        count_tokens=count_tokens,
     )
 
 
@@ -163,11 +177,14 @@ class Turn:
     sessions: SessionStore
     tools: ToolRegistry
     limits: TurnLimits
-    messages: list[Message]
+    system: list[Message]
+    past: list[list[Message]]  # earlier turns that may be replayed, oldest first
+    current: list[Message]  # this turn: the user message, then its tool exchanges
     next_seq: int
     owner: str
     deadline: float
     wall_clock: Clock = time.time
+    count_tokens: TokenCounter = estimate_tokens
     outcome: TurnOutcome = field(default_factory=TurnOutcome)
     turn_id: str = field(default_factory=lambda: secrets.token_urlsafe(8))
     client: str = ""  # who asked, for quotas
@@ -184,39 +201,50 @@ class Turn:
         reply = _Reply()
         status: Status | None = None  # set once the reply is stored
         outcome = self.outcome
+        shrunk = False  # the history was halved once after a context-length refusal
         try:
             yield Started(session=self.session_id, model=self.model.name)
             steps = 0
             while True:
                 completion: Completion | None = None
-                # aclosing: if this turn stops early, the upstream request closes now, not
-                # whenever the garbage collector finalises the generator.
-                async with contextlib.aclosing(
-                    self.model.stream(self.messages, tools=self.tools.specs, deadline=self.deadline)
-                ) as model_events:
-                    async for event in model_events:
-                        if isinstance(event, TextDelta):
-                            if outcome.first_token_seconds is None:
-                                outcome.first_token_seconds = time.monotonic() - started_at
-                            reply.add(event.text)
-                            outcome.tokens_out += 1
-                            yield Token(event.text)
+                sent = self._fit()
+                # At the step limit, tool calls are not announced: none of them would run.
+                last_step = steps >= self.limits.max_tool_steps
+                try:
+                    # aclosing: if this turn stops early, the upstream request closes now, not
+                    # whenever the garbage collector finalises the generator.
+                    async with contextlib.aclosing(
+                        self.model.stream(sent, tools=self.tools.specs, deadline=self.deadline)
+                    ) as model_events:
+                        async for event in model_events:
+                            if isinstance(event, TextDelta):
+                                if outcome.first_token_seconds is None:
+                                    outcome.first_token_seconds = time.monotonic() - started_at
+                                reply.add(event.text)
+                                outcome.tokens_out += 1
+                                yield Token(event.text)
+                            elif isinstance(event, ReasoningDelta):
+                                reply.think(event.text)
+                                yield Reasoning(event.text)
+                            elif isinstance(event, ToolCallBegan):
+                                reply.calls += 1
+                                if reply.calls > self.limits.max_tool_calls_per_step:
+                                    raise TooManyToolCalls(self.limits.max_tool_calls_per_step)
+                                if not last_step:
+                                    yield ToolCallStarted(id=event.id, name=event.name)
+                            else:
+                                completion = event
                             if reply.size > MAX_MESSAGE_BYTES:
                                 raise ReplyTooLong(MAX_MESSAGE_BYTES)
-                        elif isinstance(event, ReasoningDelta):
-                            reply.think(event.text)
-                            yield Reasoning(event.text)
-                            if reply.size > MAX_MESSAGE_BYTES:
-                                raise ReplyTooLong(MAX_MESSAGE_BYTES)
-                        elif isinstance(event, ToolCallBegan):
-                            reply.calls += 1
-                            if reply.calls > self.limits.max_tool_calls_per_step:
-                                raise TooManyToolCalls(self.limits.max_tool_calls_per_step)
-                            yield ToolCallStarted(id=event.id, name=event.name)
-                        else:
-                            completion = event
+                except ContextTooLong:
+                    # Refused before anything streamed: once, try again with half the history.
+                    if shrunk or not self.past or reply.started:
+                        raise
+                    shrunk = True
+                    self.past = self.past[len(self.past) // 2 + len(self.past) % 2 :]
+                    continue
                 assert completion is not None, "ChatModel.stream ends with a Completion"
-                outcome.usage += completion.usage
+                outcome.usage += completion.usage or self._estimate(sent, reply, completion)
                 if not completion.tool_calls:
                     await self._store_reply(reply, "complete")
                     status = "complete"
@@ -225,7 +253,7 @@ class Turn:
                     return
                 if len(completion.tool_calls) > self.limits.max_tool_calls_per_step:
                     raise TooManyToolCalls(self.limits.max_tool_calls_per_step)
-                if steps >= self.limits.max_tool_steps:
+                if last_step:
                     outcome.error = "tool step limit reached"
                     status = reply.cut_short()
                     await self._store_reply(reply, status, quiet=True)
@@ -267,7 +295,7 @@ class Turn:
                 # The assistant's tool calls and every answer land in one atomic append:
                 # a replayed history never holds a tool call without its result.
                 await self._append(exchange)
-                self.messages.extend(exchange)
+                self.current.extend(exchange)
                 reply = _Reply()
         except ChatError as exc:
             outcome.error = str(exc)
@@ -282,6 +310,39 @@ class Turn:
                     status = reply.cut_short()
                     await self._store_reply(reply, status, quiet=True)
                 await self._release(status)
+
+    @property
+    def messages(self) -> list[Message]:
+        """Everything this turn could send: the system prompt, replayable history, this turn."""
+        return [*self.system, *(m for turn in self.past for m in turn), *self.current]
+
+    def _fit(self) -> list[Message]:
+        """What the model receives now: the newest history that fits the context window.
+
+        `ContextTooLong` when this turn alone (system prompt, prompt, its tool exchanges and
+        the room kept for the reply) is over the window: no history could help.
+        """
+        window = self.limits.context_tokens
+        if window is None:
+            return self.messages
+        count = self.count_tokens
+        fixed = sum(message_tokens(m, count) for m in (*self.system, *self.current))
+        budget = window - self.limits.reply_tokens - self.tools.spec_tokens(count) - fixed
+        if budget < 0:
+            raise ContextTooLong(
+                f"the message is too long for the model's context window ({window} tokens, "
+                f"{self.limits.reply_tokens} of them kept for the reply); send a shorter one"
+            )
+        return [*self.system, *fit(self.past, budget, count), *self.current]
+
+    def _estimate(self, sent: Sequence[Message], reply: _Reply, completion: Completion) -> Usage:
+        """The provider reported no usage: count it here, marked `estimated`, so the quotas
+        still see it."""
+        count = self.count_tokens
+        prompt = sum(message_tokens(m, count) for m in sent) + self.tools.spec_tokens(count)
+        generated = count(reply.text) + count(reply.reasoning)
+        generated += sum(count(c.name) + count(c.arguments) for c in completion.tool_calls)
+        return Usage(prompt, generated, estimated=True)
 
     async def _release(self, status: Status) -> None:
         """Record the outcome and free the session, before the last event goes out: a client
@@ -364,6 +425,10 @@ class _Reply:
     @property
     def reasoning(self) -> str:
         return "".join(self.thoughts)
+
+    @property
+    def started(self) -> bool:
+        return bool(self.parts or self.thoughts or self.calls)
 
     def cut_short(self) -> Status:
         """A started reply (text or reasoning) is `interrupted`, what it had kept; one that never

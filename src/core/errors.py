@@ -20,6 +20,7 @@ ChatError
     ├── UpstreamRateLimited      429 after retries
     ├── UpstreamUnavailable      5xx or connection failure after retries
     ├── UpstreamRejected         other 4xx (bad request, unknown model, ...)
+    │   └── ContextTooLong       the request is over the model's context window
     ├── UpstreamProtocolError    a chunk that is not JSON, a body that ends early
     └── UpstreamTimeout          no first token / a gap between chunks too long
         └── TurnDeadline         the turn ran out of time (TURN_TIMEOUT_SECONDS / Lambda)
@@ -133,6 +134,10 @@ class UpstreamUnavailable(UpstreamError):
 
 
 class UpstreamRejected(UpstreamError):
+    pass
+
+
+class ContextTooLong(UpstreamRejected):
     pass
 
 

@@ -13,6 +13,7 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     reasoning_tokens: int | None = None
+    estimated: bool = False  # counted here with a tokenizer: the provider reported none
 
     def __add__(self, other: Usage) -> Usage:
         reasoning = (
@@ -24,6 +25,7 @@ class Usage:
             self.prompt_tokens + other.prompt_tokens,
             self.completion_tokens + other.completion_tokens,
             reasoning,
+            self.estimated or other.estimated,
         )
 
 

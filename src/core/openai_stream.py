@@ -21,6 +21,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 
 from core.errors import (
+    ContextTooLong,
     TurnDeadline,
     UpstreamAuthError,
     UpstreamError,
@@ -39,6 +40,14 @@ ApiKeyProvider = Callable[[], Awaitable[str | None]]
 _KEY_LIKE = re.compile(r"\b(sk|key|rk)-[A-Za-z0-9_\-*.]{4,}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
+# How providers say a request is over the context window (OpenAI's code, then the messages of
+# OpenAI, Anthropic, Mistral, vLLM, llama.cpp, Ollama and Groq).
+_CONTEXT_CODES = frozenset({"context_length_exceeded", "context_window_exceeded"})
+_CONTEXT_MESSAGE = re.compile(
+    r"context[ _-]?(length|window)|maximum context|prompt is too long|too many tokens"
+    r"|exceeds? the (available )?context|input is too long|reduce the length",
+    re.IGNORECASE,
+)
 MAX_RETRY_WAIT_SECONDS = 10.0
 
 
@@ -185,8 +194,10 @@ class OpenAIChatModel:
         except httpx.TimeoutException as exc:
             raise UpstreamTimeout("the model provider stopped responding") from exc
         except (httpx.RemoteProtocolError, httpx.ReadError) as exc:
-            raise UpstreamProtocolError(
-                "the model provider closed the stream before it finished"
+            # A drop: worth another try if nothing was relayed yet (`stream` decides).
+            raise _Retry(
+                UpstreamProtocolError("the model provider closed the stream before it finished"),
+                -1,
             ) from exc
         except SSEError as exc:
             raise UpstreamProtocolError(
@@ -199,7 +210,7 @@ class OpenAIChatModel:
         self, events: AsyncIterator[Any], deadline: float | None
     ) -> AsyncGenerator[ModelEvent, None]:
         finish_reason: str | None = None
-        usage = Usage()
+        usage: Usage | None = None  # None until the provider reports it
         calls: dict[int, list[Any]] = {}  # index -> [id, name, [argument fragments]]
         started = at_deadline = False
         loop = asyncio.get_running_loop()
@@ -216,6 +227,10 @@ class OpenAIChatModel:
                     try:
                         sse = await anext(events)
                     except StopAsyncIteration:
+                        if finish_reason is not None:
+                            # A finish reason without `[DONE]` (some servers omit it): whole.
+                            yield _completion(finish_reason, usage, calls)
+                            return
                         break
                     guard.reschedule(None)
                     data = sse.data
@@ -227,14 +242,7 @@ class OpenAIChatModel:
                             raise UpstreamProtocolError(
                                 "the model stream ended without a finish reason"
                             )
-                        yield Completion(
-                            finish_reason=finish_reason,
-                            usage=usage,
-                            tool_calls=tuple(
-                                ToolCall(id=c[0], name=c[1], arguments="".join(c[2]))
-                                for _, c in sorted(calls.items())
-                            ),
-                        )
+                        yield _completion(finish_reason, usage, calls)
                         return
                     try:
                         chunk = json.loads(data)
@@ -247,6 +255,8 @@ class OpenAIChatModel:
                             "the model provider sent a chunk that is not an object"
                         )
                     if chunk.get("error"):
+                        if _is_context_error(chunk):
+                            raise _context_too_long()
                         message = _redact(_error_message(chunk), None)
                         raise UpstreamRejected(message or "the model provider reported an error")
                     # A chunk of the right shape but wrong types (a null delta, a numeric content)
@@ -294,7 +304,36 @@ class OpenAIChatModel:
                 if started
                 else "the model provider did not start answering in time"
             ) from None
+        if not started:
+            # The body ended before anything came: a drop, retried like one.
+            raise _Retry(
+                UpstreamProtocolError("the model provider closed the stream before it finished"),
+                -1,
+            )
         raise UpstreamProtocolError("the model provider closed the stream before it finished")
+
+
+def _completion(finish_reason: str, usage: Usage | None, calls: dict[int, list[Any]]) -> Completion:
+    return Completion(
+        finish_reason=finish_reason,
+        usage=usage,
+        tool_calls=tuple(
+            ToolCall(id=c[0], name=c[1], arguments="".join(c[2])) for _, c in sorted(calls.items())
+        ),
+    )
+
+
+def _is_context_error(payload: dict[str, Any]) -> bool:
+    error = payload.get("error")
+    code = error.get("code") if isinstance(error, dict) else None
+    return code in _CONTEXT_CODES or bool(_CONTEXT_MESSAGE.search(_error_message(payload)))
+
+
+def _context_too_long() -> ContextTooLong:
+    return ContextTooLong(
+        "the conversation is too long for the model's context window; "
+        "start a new chat or send a shorter message"
+    )
 
 
 def _usage(raw: dict[str, Any]) -> Usage:
@@ -335,13 +374,23 @@ def _status_error(response: httpx.Response, key: str | None) -> Exception:
             UpstreamUnavailable(f"the model provider failed (HTTP {code}); try again shortly"),
             _retry_after(response),
         )
-    detail = _redact(_error_message(_json_or_empty(response)), key)
+    body = _json_or_empty(response)
+    if code in (400, 413, 422) and _is_context_error(body):
+        return _context_too_long()
+    detail = _redact(_error_message(body), key)
     suffix = f": {detail}" if detail else ""
     return UpstreamRejected(f"the model provider refused the request (HTTP {code}){suffix}")
 
 
 def _retry_after(response: httpx.Response) -> float:
-    """Seconds to wait from Retry-After (seconds or an HTTP date); -1 = use backoff."""
+    """Seconds to wait from retry-after-ms (OpenAI's, exact) or Retry-After (seconds or an
+    HTTP date); -1 = use backoff."""
+    millis = response.headers.get("retry-after-ms")
+    if millis:
+        try:
+            return max(float(millis) / 1000, 0.0)
+        except ValueError:
+            pass
     value = response.headers.get("retry-after")
     if not value:
         return -1

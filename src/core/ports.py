@@ -36,7 +36,7 @@ class Completion:
     """The model's step ended; tool calls are whole here, arguments assembled."""
 
     finish_reason: str
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage | None = field(default_factory=Usage)  # None: the provider reported none
     tool_calls: tuple[ToolCall, ...] = ()
 
 

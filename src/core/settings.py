@@ -38,7 +38,12 @@ class Settings(BaseSettings):
     sessions_table: str = "sse-chat-sessions"
     sqlite_path: str = ".data/sessions.db"
     session_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
-    history_messages: int = Field(default=50, ge=2, description="history window sent to the model")
+    history_messages: int = Field(
+        default=200, ge=2, description="most messages loaded as history (then CONTEXT_TOKENS)"
+    )
+    context_tokens: int = Field(
+        default=0, ge=0, description="the model's context window in tokens; 0: by model family"
+    )
 
     # Tools and roles.
     tools: str = "calculator,get_current_time"

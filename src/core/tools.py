@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
 import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
@@ -74,6 +75,10 @@ class ToolRegistry:
     @property
     def names(self) -> list[str]:
         return list(self._tools)
+
+    def spec_tokens(self, count: Callable[[str], int]) -> int:
+        """What declaring the tools costs in the prompt, counted like the messages."""
+        return sum(count(json.dumps(spec)) for spec in self.specs)
 
     async def run(self, call: ToolCall, *, timeout: float) -> ToolOutcome:
         tool = self._tools.get(call.name)

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.chat import Turn, TurnLimits, TurnRequest, begin_turn
+from core.context import context_window, token_counter
 from core.errors import InvalidRequest, RateLimited, RequestError, StoreError
 from core.live_turns import LiveTurn, LiveTurns
 from core.ports import ChatModel, SessionStore
@@ -129,7 +130,10 @@ def create_app(
         max_tool_steps=settings.max_tool_steps,
         tool_timeout_seconds=settings.tool_timeout_seconds,
         turn_timeout_seconds=settings.turn_timeout_seconds,
+        context_tokens=settings.context_tokens or context_window(settings.openai_model),
+        reply_tokens=settings.max_tokens,
     )
+    count_tokens, _ = token_counter(settings.openai_model)
     uvicorn_error = logging.getLogger("uvicorn.error")
     if not any(isinstance(f, DroppedClientFilter) for f in uvicorn_error.filters):
         uvicorn_error.addFilter(DroppedClientFilter())
@@ -199,6 +203,7 @@ def create_app(
             tools=registry,
             limits=limits,
             deadline=_lambda_deadline(request, on_lambda=on_lambda),
+            count_tokens=count_tokens,
         )
         turn.client = client
         turn.request_id = _request_id(request, on_lambda=on_lambda)

@@ -56,7 +56,10 @@ def payload(event: Event) -> dict[str, Any]:
             }
             if usage.reasoning_tokens is not None:
                 counts["reasoning_tokens"] = usage.reasoning_tokens
-            return {"lifecycle": "done", "finish_reason": reason, "usage": counts}
+            usage_out: dict[str, int | bool] = dict(counts)
+            if usage.estimated:
+                usage_out["estimated"] = True
+            return {"lifecycle": "done", "finish_reason": reason, "usage": usage_out}
     raise TypeError(f"not an event: {event!r}")
 
 

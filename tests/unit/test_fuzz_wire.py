@@ -31,6 +31,7 @@ from core.errors import (
     UpstreamRejected,
 )
 from core.events import Done, Event, Failed, Started, Token, ToolCallStarted, ToolResult, Usage
+from core.history import is_valid_unicode
 from core.messages import Message
 from core.openai_stream import OpenAIChatModel
 from core.ports import Completion, TextDelta, ToolCallBegan
@@ -168,7 +169,7 @@ def test_check_prompt_accepts_a_string_or_raises_a_request_error(value: Any, lim
     except PromptTooLong:
         assert isinstance(value, str) and len(value) > limit
     except InvalidRequest:
-        assert not isinstance(value, str) or not value.strip()
+        assert not isinstance(value, str) or not value.strip() or not is_valid_unicode(value)
 
 
 # The upstream side: whatever an OpenAI-compatible server puts in a chunk, the adapter either
