@@ -26,7 +26,14 @@ from core.errors import (
 )
 from core.events import Done, Event, Failed, Started, Token, ToolCallStarted, ToolResult, Usage
 from core.messages import Message, Status
-from core.ports import ChatModel, Completion, SessionStore, TextDelta, ToolCallBegan
+from core.ports import (
+    ChatModel,
+    Completion,
+    SessionStore,
+    TextDelta,
+    ToolCallBegan,
+    is_simulated,
+)
 from core.session_ids import check_session_id, new_session_id
 from core.tools import ToolRegistry
 
@@ -158,7 +165,11 @@ class Turn:
         status: Status | None = None  # set once the reply is stored
         outcome = self.outcome
         try:
-            yield Started(session=self.session_id, model=self.model.name)
+            yield Started(
+                session=self.session_id,
+                model=self.model.name,
+                simulated=is_simulated(self.model),
+            )
             steps = 0
             while True:
                 completion: Completion | None = None

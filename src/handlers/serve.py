@@ -33,10 +33,9 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
 def main() -> None:
     host = os.environ.get("HOST") or "127.0.0.1"
     port = int(os.environ.get("PORT") or "8000")
-    os.environ["PORT"] = str(port)  # the simulator's URL is built from it
     settings = Settings()
     if settings.use_simulator:
-        print("sse-chat-agent: no OPENAI_API_KEY set, the built-in simulator answers.")
+        print("sse-chat-agent: no OPENAI_API_KEY set, the in-process simulated model answers.")
     print(
         f"sse-chat-agent: open http://{host}:{port}/ (curl -N 'http://{host}:{port}/chat?prompt=hello')"
     )

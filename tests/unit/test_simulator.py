@@ -21,12 +21,11 @@ from httpx_sse import aconnect_sse
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handlers.simulator import (
+from simulator import (
     Simulator,
     check_reply,
     create_simulator,
     default_reply,
-    find_expression,
     split_words,
 )
 
@@ -568,23 +567,6 @@ def test_default_reply_choice(
         assert (call["name"], json.loads(call["arguments"])) == expected
 
 
-@pytest.mark.parametrize(
-    ("text", "expression"),
-    [
-        ("What is 6*7?", "6*7"),
-        ("compute (2 + 3) * 4.5 please", "(2 + 3) * 4.5"),
-        ("2**10", "2**10"),
-        ("what is 10 % 3.", "10 % 3"),
-        ("(what is 1+1)", "1+1"),
-        ("I have 3 apples", None),
-        ("on 2024-01-05", None),
-        ("-", None),
-    ],
-)
-def test_find_expression(text: str, expression: str | None) -> None:
-    assert find_expression(text) == expression
-
-
 def test_default_answers_from_tool_results() -> None:
     body = request_body("What is 6*7 and the time?", tools=[CALCULATOR, CLOCK])
     body["messages"] += [
@@ -600,22 +582,3 @@ def test_default_answers_from_tool_results() -> None:
     ]  # fmt: skip
     reply = default_reply(body)
     assert reply == {"content": "The calculator says **42**. The current time is **12:00 UTC**."}
-
-
-async def test_mounted_under_a_parent_app() -> None:
-    # GIVEN the simulator mounted the way the main app mounts it
-    parent = FastAPI()
-    simulator_app = create_simulator(token_delay_ms=0)
-    parent.mount("/simulator", simulator_app)
-    simulator_app.state.simulator.script({"content": "mounted"})
-    # WHEN a client uses the base URL http://host/simulator/v1
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=parent), base_url="http://sim/simulator/v1"
-    ) as client:
-        async with aconnect_sse(client, "POST", "chat/completions", json=request_body()) as src:
-            data = [event.data async for event in src.aiter_sse()]
-        models = await client.get("models")
-    # THEN it answers there, and stays out of the parent's OpenAPI schema
-    assert "".join(content_of(chunks_of(data))) == "mounted"
-    assert models.status_code == 200
-    assert not any("simulator" in path or "_sim" in path for path in parent.openapi()["paths"])
