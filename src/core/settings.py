@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     cors_allow_origins: str = ""
     log_level: str = "INFO"
 
+    # AWS credentials, read only so that their values are redacted wherever they might show
+    # (boto3 finds them by itself).
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+
     # The built-in simulator (used when no API key is configured).
     simulator_token_delay_ms: float = Field(default=25.0, ge=0)
 
@@ -73,6 +79,18 @@ class Settings(BaseSettings):
     @property
     def cors_origins(self) -> list[str]:
         return [o.strip() for o in self.cors_allow_origins.split(",") if o.strip()]
+
+    @property
+    def secret_values(self) -> list[str]:
+        """Every configured secret value, for redaction (Secrets Manager values come later)."""
+        secrets = (
+            self.openai_api_key,
+            self.access_key,
+            self.aws_access_key_id,
+            self.aws_secret_access_key,
+            self.aws_session_token,
+        )
+        return [s.get_secret_value() for s in secrets if s is not None]
 
     @property
     def use_simulator(self) -> bool:

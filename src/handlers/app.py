@@ -26,10 +26,12 @@ from core.errors import ChatError, RateLimited, RequestError, StoreError, Unauth
 from core.events import Done, Failed
 from core.ports import ChatModel, SessionStore, is_simulated
 from core.rate_limit import RateLimiter
+from core.redaction import process_redactor
 from core.roles import system_prompt_for
 from core.session_ids import check_session_id
 from core.settings import Settings
 from core.tools import ToolRegistry, builtin_registry
+from handlers.logs import configure_logging
 from handlers.observability import TurnTelemetry
 from handlers.page_files import PageFiles
 from handlers.security import (
@@ -73,8 +75,9 @@ def create_app(
 ) -> FastAPI:
     """Build the app. Explicit arguments (fakes in tests) beat what Settings would build."""
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    redactor = process_redactor()
+    redactor.add(*settings.secret_values)
+    configure_logging(settings.log_level, redactor)
 
     from handlers.services import access_key, build_model, build_rate_limiter, build_store
 

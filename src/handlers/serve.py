@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 
 import uvicorn
@@ -26,8 +27,13 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         # The access log would print every `GET /chat?prompt=...`: prompts stay out of logs
         # (one structured line per turn is logged instead).
         "access_log": False,
-        "log_level": settings.log_level.lower(),
+        # LOG_LEVEL is for the project's loggers: uvicorn's own never go below INFO.
+        "log_level": max(_level(settings.log_level), logging.INFO),
     }
+
+
+def _level(name: str) -> int:
+    return logging.getLevelNamesMapping().get(name.upper(), logging.INFO)
 
 
 def main() -> None:

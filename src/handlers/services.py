@@ -9,6 +9,7 @@ import httpx
 from core.openai_stream import OpenAIChatModel
 from core.ports import ChatModel, SessionStore
 from core.rate_limit import InProcessRateLimiter, RateLimiter
+from core.redaction import process_redactor
 from core.settings import Settings
 from core.simulated_model import SimulatedChatModel
 
@@ -42,6 +43,7 @@ def build_model(settings: Settings) -> ChatModel:
         max_tokens=settings.max_tokens,
         first_token_timeout=settings.first_token_timeout_seconds,
         idle_timeout=settings.idle_timeout_seconds,
+        redactor=process_redactor(),
     )
 
 
@@ -64,14 +66,19 @@ async def access_key(settings: Settings) -> str | None:
 
 
 async def read_secret(secret_id: str) -> str:
-    """A Secrets Manager string through Powertools Parameters: fetched lazily, cached 5 min."""
+    """A Secrets Manager string through Powertools Parameters: fetched lazily, cached 5 min.
+
+    The value joins the process's redactor before anything else sees it.
+    """
     import anyio
     from aws_lambda_powertools.utilities import parameters
 
     value = await anyio.to_thread.run_sync(
         lambda: parameters.get_secret(secret_id, max_age=SECRET_MAX_AGE_SECONDS)
     )
-    return str(value).strip()
+    secret = str(value).strip()
+    process_redactor().add(secret)
+    return secret
 
 
 def build_rate_limiter(settings: Settings, store: SessionStore) -> RateLimiter:
