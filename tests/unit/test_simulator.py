@@ -361,11 +361,45 @@ async def test_fault_no_finish(client: httpx.AsyncClient, sim: Simulator) -> Non
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks)
 
 
+async def test_fault_error_chunk_sends_an_error_object_mid_stream(
+    client: httpx.AsyncClient, sim: Simulator
+) -> None:
+    # GIVEN a provider that fails after two chunks, its error text scripted
+    sim.script({"content": "a b c", "fault": "error_chunk", "after_chunks": 2,
+                "error_message": "quota gone"})  # fmt: skip
+    # WHEN it streams
+    data = await sse_data(client, request_body())
+    # THEN role + two chunks, then OpenAI's error object, and the body ends (no finish, no DONE)
+    assert [json.loads(d)["choices"][0]["delta"].get("content") for d in data[:3]] == [
+        "", "a", " b"
+    ]  # fmt: skip
+    assert json.loads(data[3]) == {
+        "error": {"message": "quota gone", "type": "server_error", "param": None, "code": None}
+    }
+    assert len(data) == 4
+    assert sim.log[-1]["outcome"] == "error_chunk"
+
+
+async def test_error_message_replaces_an_http_fault_text(
+    client: httpx.AsyncClient, sim: Simulator
+) -> None:
+    sim.script(
+        {"fault": "400", "error_message": "bad thing"},
+        {"fault": "401", "error_message": "no key"},
+        {"fault": "500"},
+    )
+    bodies = [(await client.post(URL, json=request_body())).json() for _ in range(3)]
+    assert [b["error"]["message"] for b in bodies[:2]] == ["bad thing", "no key"]
+    assert bodies[2]["error"]["message"].startswith("The server had an error")
+
+
 def test_check_reply_refuses_typos() -> None:
     with pytest.raises(ValueError, match="unknown reply keys"):
         check_reply({"contnet": "x"})
     with pytest.raises(ValueError, match="unknown fault"):
         check_reply({"fault": "explode"})
+    with pytest.raises(ValueError, match="error_message"):
+        check_reply({"fault": "400", "error_message": 400})
     with pytest.raises(ValueError, match="wire"):
         check_reply({"content": "x", "wire": {"crlf": True, "bogus": True}})
     with pytest.raises(ValueError, match="times"):
