@@ -1,6 +1,6 @@
 """`make bench`: measure what the relay adds between the model and the user, in one run.
 
-The simulator (`python -m handlers.simulator`) and the app (`python -m handlers.serve`) run as
+The simulator (`python -m simulator`) and the app (`python -m handlers.serve`) run as
 their own processes on 127.0.0.1. With `{"stamp": true}` every content chunk the simulator sends
 is its `time.monotonic_ns()` at send time; CLOCK_MONOTONIC is system-wide on Linux, so the
 client subtracts it from its own receive time. The same client reads the simulator directly
@@ -769,7 +769,7 @@ def servers_running(pinned: bool, variant: str = "") -> Iterator[tuple[Server, S
                 os.sched_setaffinity(0, {_SIDE_CPU})
             sim = servers.start(
                 "simulator",
-                [python, "-m", "handlers.simulator", "--host", HOST, "--port", "{port}"],
+                [python, "-m", "simulator", "--host", HOST, "--port", "{port}"],
                 dict(os.environ, PYTHONUNBUFFERED="1"),
                 _SIDE_CPU if pinned else None,
             )

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from core.settings import Settings
 from handlers.app import create_app
 from handlers.serve import uvicorn_options
-from handlers.simulator import Simulator, create_simulator
+from simulator import Simulator, create_simulator
 
 TEST_KEY = "sk-test-0123456789abcdefSECRET"
 

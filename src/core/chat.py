@@ -55,6 +55,7 @@ from core.ports import (
     SessionStore,
     TextDelta,
     ToolCallBegan,
+    is_simulated,
 )
 from core.session_ids import check_session_id, new_session_id
 from core.tools import ToolRegistry
@@ -203,7 +204,11 @@ class Turn:
         outcome = self.outcome
         shrunk = False  # the history was halved once after a context-length refusal
         try:
-            yield Started(session=self.session_id, model=self.model.name)
+            yield Started(
+                session=self.session_id,
+                model=self.model.name,
+                simulated=is_simulated(self.model),
+            )
             steps = 0
             while True:
                 completion: Completion | None = None

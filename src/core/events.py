@@ -33,6 +33,7 @@ class Usage:
 class Started:
     session: str
     model: str
+    simulated: bool = False  # the in-process simulated model answers, not a real one
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,10 +34,10 @@ from core.errors import (
 from core.events import Usage
 from core.messages import Message, ToolCall
 from core.ports import Completion, ModelEvent, ReasoningDelta, TextDelta, ToolCallBegan
+from core.redaction import Redactor
 
 ApiKeyProvider = Callable[[], Awaitable[str | None]]
 
-_KEY_LIKE = re.compile(r"\b(sk|key|rk)-[A-Za-z0-9_\-*.]{4,}")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
 # How providers say a request is over the context window (OpenAI's code, then the messages of
@@ -76,8 +76,12 @@ class OpenAIChatModel:
         backoff_seconds: float = 0.5,
         reasoning_history: str = "auto",
         reasoning_effort: str = "",
+        redactor: Redactor | None = None,
     ) -> None:
         self._client = client
+        # Provider error text reaches clients and logs: the key (and any secret the redactor
+        # knows) never does, whole or in part.
+        self._redact = redactor if redactor is not None else Redactor()
         self._url = base_url.rstrip("/") + "/chat/completions"
         self._model = model
         self._api_key = api_key
@@ -134,15 +138,15 @@ class OpenAIChatModel:
     ) -> AsyncGenerator[ModelEvent, None]:
         body = self.request_body(messages, tools)
         key = await self._api_key()
+        if key:
+            self._redact.add(key)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         attempt = 0
         while True:
             attempt += 1
             relayed = False
             try:
-                async with contextlib.aclosing(
-                    self._attempt(body, headers, key, deadline)
-                ) as events:
+                async with contextlib.aclosing(self._attempt(body, headers, deadline)) as events:
                     async for event in events:
                         relayed = True
                         yield event
@@ -160,7 +164,6 @@ class OpenAIChatModel:
         self,
         body: dict[str, Any],
         headers: dict[str, str],
-        key: str | None,
         deadline: float | None,
     ) -> AsyncGenerator[ModelEvent, None]:
         # Connecting and the response headers are bounded like the first token: a provider
@@ -176,7 +179,7 @@ class OpenAIChatModel:
                     response = source.response
                     if response.status_code != 200:
                         await response.aread()
-                        raise _status_error(response, key)
+                        raise _status_error(response, self._redact)
                     head.reschedule(None)
                     async with contextlib.aclosing(
                         self._parse(source.aiter_sse(), deadline)
@@ -257,7 +260,7 @@ class OpenAIChatModel:
                     if chunk.get("error"):
                         if _is_context_error(chunk):
                             raise _context_too_long()
-                        message = _redact(_error_message(chunk), None)
+                        message = _error_message(chunk, self._redact)
                         raise UpstreamRejected(message or "the model provider reported an error")
                     # A chunk of the right shape but wrong types (a null delta, a numeric content)
                     # is a protocol error like malformed JSON, never an unhandled exception.
@@ -326,7 +329,8 @@ def _completion(finish_reason: str, usage: Usage | None, calls: dict[int, list[A
 def _is_context_error(payload: dict[str, Any]) -> bool:
     error = payload.get("error")
     code = error.get("code") if isinstance(error, dict) else None
-    return code in _CONTEXT_CODES or bool(_CONTEXT_MESSAGE.search(_error_message(payload)))
+    message = error.get("message") if isinstance(error, dict) else error
+    return code in _CONTEXT_CODES or bool(_CONTEXT_MESSAGE.search(str(message or "")))
 
 
 def _context_too_long() -> ContextTooLong:
@@ -357,7 +361,7 @@ def _string(value: object) -> str:
     return value
 
 
-def _status_error(response: httpx.Response, key: str | None) -> Exception:
+def _status_error(response: httpx.Response, redact: Redactor) -> Exception:
     code = response.status_code
     if code in (401, 403):
         # The provider's own message often quotes part of the key: never pass it on.
@@ -377,7 +381,7 @@ def _status_error(response: httpx.Response, key: str | None) -> Exception:
     body = _json_or_empty(response)
     if code in (400, 413, 422) and _is_context_error(body):
         return _context_too_long()
-    detail = _redact(_error_message(body), key)
+    detail = _error_message(body, redact)
     suffix = f": {detail}" if detail else ""
     return UpstreamRejected(f"the model provider refused the request (HTTP {code}){suffix}")
 
@@ -412,14 +416,9 @@ def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _error_message(payload: dict[str, Any]) -> str:
+def _error_message(payload: dict[str, Any], redact: Redactor) -> str:
+    """The provider's error text, secrets redacted (before it is cut, so no part escapes)."""
     error = payload.get("error")
     if isinstance(error, dict):
-        return str(error.get("message") or "")[:300]
-    return str(error or "")[:300]
-
-
-def _redact(text: str, key: str | None) -> str:
-    if key:
-        text = text.replace(key, "[redacted]")
-    return _KEY_LIKE.sub("[redacted]", text)
+        error = error.get("message")
+    return redact(str(error or ""))[:300]

@@ -63,6 +63,11 @@ class ChatModel(Protocol):
         ...
 
 
+def is_simulated(model: object) -> bool:
+    """True for a stand-in that is no real model (it sets `simulated = True`): clients are told."""
+    return getattr(model, "simulated", False) is True
+
+
 class SessionStore(Protocol):
     """Conversation storage: one record per message, appended under a sequence number.
 

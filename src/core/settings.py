@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     # Set by Lambda itself: where its request context and deadline headers can be trusted.
     aws_lambda_function_name: str | None = None
 
+    # AWS credentials, read only so that their values are redacted wherever they might show
+    # (boto3 finds them by itself).
+    aws_access_key_id: SecretStr | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_session_token: SecretStr | None = None
+
     # The built-in simulator (used when no API key is configured).
     simulator_token_delay_ms: float = Field(default=25.0, ge=0)
 
@@ -120,6 +126,18 @@ class Settings(BaseSettings):
         """The longest request head the server buffers: a MAX_PROMPT_CHARS `GET ?prompt=`
         (up to 12 bytes a character once percent-encoded) plus headers."""
         return self.max_prompt_chars * 12 + 16 * 1024
+
+    @property
+    def secret_values(self) -> list[str]:
+        """Every configured secret value, for redaction (Secrets Manager values come later)."""
+        secrets = (
+            self.openai_api_key,
+            self.access_key,
+            self.aws_access_key_id,
+            self.aws_secret_access_key,
+            self.aws_session_token,
+        )
+        return [s.get_secret_value() for s in secrets if s is not None]
 
     @property
     def use_simulator(self) -> bool:

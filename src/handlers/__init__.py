@@ -1,1 +1,1 @@
-"""The HTTP side: the FastAPI app, the SSE wire encoding, Lambda entry points, the simulator."""
+"""The HTTP side: the FastAPI app, the SSE wire encoding, Lambda entry points, the CLI."""

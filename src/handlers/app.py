@@ -18,7 +18,6 @@ from typing import Annotated, Any
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
-from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -26,13 +25,16 @@ from core.chat import Turn, TurnLimits, TurnRequest, begin_turn
 from core.context import context_window, token_counter
 from core.errors import InvalidRequest, RateLimited, RequestError, StoreError
 from core.live_turns import LiveTurn, LiveTurns
-from core.ports import ChatModel, SessionStore
+from core.ports import ChatModel, SessionStore, is_simulated
 from core.rate_limit import RateLimiter
+from core.redaction import process_redactor
 from core.roles import system_prompt_for
 from core.session_ids import check_session_id
 from core.settings import Settings
 from core.tools import ToolRegistry, builtin_registry
+from handlers.logs import configure_logging
 from handlers.observability import TurnTelemetry
+from handlers.page_files import PageFiles
 from handlers.security import (
     AccessKeyGuard,
     BodyLimit,
@@ -76,23 +78,17 @@ def create_app(
     sessions: SessionStore | None = None,
     tools: ToolRegistry | None = None,
     rate_limiter: RateLimiter | None = None,
-    in_process_simulator: bool = False,
 ) -> FastAPI:
     """Build the app. Explicit arguments (fakes in tests) beat what Settings would build."""
     settings = settings or Settings()
-    logging.basicConfig(level=settings.log_level.upper(), format="%(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    redactor = process_redactor()
+    redactor.add(*settings.secret_values)
+    configure_logging(settings.log_level, redactor)
 
     from handlers.services import access_key, build_model, build_rate_limiter, build_store
 
-    simulator: FastAPI | None = None
-    if model is None and settings.use_simulator:
-        from handlers.simulator import create_simulator
-
-        simulator = create_simulator(token_delay_ms=settings.simulator_token_delay_ms)
-    chat_model = model or build_model(
-        settings, simulator=simulator if in_process_simulator else None
-    )
+    chat_model = model or build_model(settings)
+    simulated = is_simulated(chat_model)
     store = sessions or build_store(settings)
     registry = tools if tools is not None else builtin_registry(settings.tool_names)
     limiter = rate_limiter or build_rate_limiter(settings, store)
@@ -140,10 +136,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if simulator is not None:
-            logger.warning(
-                "No OPENAI_API_KEY set: the built-in simulator answers (model %r)", chat_model.name
-            )
+        if simulated:
+            logger.warning("No OPENAI_API_KEY set: the in-process simulated model answers")
         # Everything built so far lives as long as the process: freezing it keeps the cyclic
         # GC's full collections from rescanning it while streams run.
         gc.collect()
@@ -283,17 +277,20 @@ def create_app(
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> dict[str, Any]:
         """Liveness."""
-        return {"status": "ok", "model": chat_model.name, "store": settings.session_store}
+        return {
+            "status": "ok",
+            "model": chat_model.name,
+            "simulated": simulated,
+            "store": settings.session_store,
+        }
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(str(STATIC_DIR.joinpath("index.html")), media_type="text/html")
 
-    if simulator is not None:
-        app.mount("/simulator", simulator)
     # The page references its files relatively (app.js next to index.html), so it also works
     # opened as a file; served here they sit at the root, after every route.
-    app.mount("/", StaticFiles(directory=str(STATIC_DIR)), name="static")
+    app.mount("/", PageFiles(directory=str(STATIC_DIR)), name="static")
     return app
 
 
@@ -385,10 +382,9 @@ def __getattr__(name: str) -> Any:
     if name == "handler":
         from mangum import Mangum
 
-        # Buffered Lambda entry (sam local invoke, API Gateway, ALB): its own app instance,
-        # with the simulator (if used) called in-process since no server listens here.
+        # Buffered Lambda entry (sam local invoke, API Gateway, ALB): its own app instance.
         # Lifespan off: Mangum would run shutdown after every invocation, closing the HTTP
         # client that warm invocations reuse.
-        globals()["handler"] = Mangum(create_app(in_process_simulator=True), lifespan="off")
+        globals()["handler"] = Mangum(create_app(), lifespan="off")
         return globals()["handler"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 
 import uvicorn
@@ -34,17 +35,21 @@ def uvicorn_options(settings: Settings) -> dict[str, object]:
         # The access log would print every `GET /chat?prompt=...`: prompts stay out of logs
         # (one structured line per turn is logged instead).
         "access_log": False,
-        "log_level": settings.log_level.lower(),
+        # LOG_LEVEL is for the project's loggers: uvicorn's own never go below INFO.
+        "log_level": max(_level(settings.log_level), logging.INFO),
     }
+
+
+def _level(name: str) -> int:
+    return logging.getLevelNamesMapping().get(name.upper(), logging.INFO)
 
 
 def main() -> None:
     host = os.environ.get("HOST") or "127.0.0.1"
     port = int(os.environ.get("PORT") or "8000")
-    os.environ["PORT"] = str(port)  # the simulator's URL is built from it
     settings = Settings()
     if settings.use_simulator:
-        print("sse-chat-agent: no OPENAI_API_KEY set, the built-in simulator answers.")
+        print("sse-chat-agent: no OPENAI_API_KEY set, the in-process simulated model answers.")
     print(
         f"sse-chat-agent: open http://{host}:{port}/ (curl -N 'http://{host}:{port}/chat?prompt=hello')"
     )

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from functools import partial
 
 import httpx
-from fastapi import FastAPI
 
 from core.openai_stream import OpenAIChatModel
-from core.ports import SessionStore
+from core.ports import ChatModel, SessionStore
 from core.rate_limit import InProcessRateLimiter, RateLimiter
+from core.redaction import process_redactor
 from core.settings import Settings
+from core.simulated_model import SimulatedChatModel
 
 SECRET_MAX_AGE_SECONDS = 300
 
@@ -27,31 +27,14 @@ class Model(OpenAIChatModel):
         await self._owned_client.aclose()
 
 
-def build_model(settings: Settings, *, simulator: FastAPI | None = None) -> Model:
+def build_model(settings: Settings) -> ChatModel:
+    """The OpenAI adapter; with no key configured, the in-process simulated model."""
+    if settings.use_simulator:
+        return SimulatedChatModel(token_delay_ms=settings.simulator_token_delay_ms)
     timeout = httpx.Timeout(
         connect=settings.connect_timeout_seconds, read=None, write=30.0, pool=30.0
     )
     limits = httpx.Limits(max_connections=1000, max_keepalive_connections=100)
-    if settings.use_simulator:
-        if simulator is not None:
-            # No server listens (buffered Lambda path): call the simulator in-process.
-            client = httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=simulator), timeout=timeout
-            )
-            base_url = "http://simulator/v1"
-        else:
-            client = httpx.AsyncClient(timeout=timeout, limits=limits)
-            base_url = f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/simulator/v1"
-        return Model(
-            client,
-            base_url=base_url,
-            model=settings.openai_model,
-            api_key=_no_key,
-            max_tokens=settings.max_tokens,
-            display_name=f"{settings.openai_model} (simulator)",
-            first_token_timeout=settings.first_token_timeout_seconds,
-            idle_timeout=settings.idle_timeout_seconds,
-        )
     return Model(
         httpx.AsyncClient(timeout=timeout, limits=limits),
         base_url=settings.openai_base_url,
@@ -62,11 +45,8 @@ def build_model(settings: Settings, *, simulator: FastAPI | None = None) -> Mode
         idle_timeout=settings.idle_timeout_seconds,
         reasoning_history=settings.reasoning_history,
         reasoning_effort=settings.reasoning_effort,
+        redactor=process_redactor(),
     )
-
-
-async def _no_key() -> str | None:
-    return None
 
 
 async def _api_key(settings: Settings) -> str | None:
@@ -88,14 +68,19 @@ async def access_key(settings: Settings) -> str | None:
 
 
 async def read_secret(secret_id: str) -> str:
-    """A Secrets Manager string through Powertools Parameters: fetched lazily, cached 5 min."""
+    """A Secrets Manager string through Powertools Parameters: fetched lazily, cached 5 min.
+
+    The value joins the process's redactor before anything else sees it.
+    """
     import anyio
     from aws_lambda_powertools.utilities import parameters
 
     value = await anyio.to_thread.run_sync(
         lambda: parameters.get_secret(secret_id, max_age=SECRET_MAX_AGE_SECONDS)
     )
-    return str(value).strip()
+    secret = str(value).strip()
+    process_redactor().add(secret)
+    return secret
 
 
 def build_rate_limiter(settings: Settings, store: SessionStore) -> RateLimiter:

@@ -41,8 +41,11 @@ def payload(event: Event) -> dict[str, Any]:
             return {"token": text}
         case Reasoning(text=text):
             return {"reasoning": text}
-        case Started(session=session, model=model):
-            return {"lifecycle": "started", "session": session, "model": model}
+        case Started(session=session, model=model, simulated=simulated):
+            started: dict[str, Any] = {"lifecycle": "started", "session": session, "model": model}
+            if simulated:
+                started["simulated"] = True
+            return started
         case ToolCallStarted(id=call_id, name=name):
             return {"tool_call": {"id": call_id, "name": name}}
         case ToolResult(id=call_id, name=name, ok=ok, output=output):

@@ -57,7 +57,7 @@ def load_event(name: str, *, session: str | None = None) -> dict[str, Any]:
 
 
 def lambda_settings(**overrides: Any) -> Settings:
-    """Settings as on Lambda (no CORS in the app), with the simulator and in-memory sessions."""
+    """Settings as on Lambda (no CORS in the app), the simulated model, in-memory sessions."""
     values: dict[str, Any] = {
         "openai_api_key": None,
         "openai_api_key_secret": None,
@@ -88,7 +88,7 @@ def invoke() -> Iterator[Any]:
     shutdown closes its HTTP client and store, which breaks the next warm invocation (see
     test_template_handler_path_serves_warm_invocations).
     """
-    handler = Mangum(create_app(lambda_settings(), in_process_simulator=True), lifespan="off")
+    handler = Mangum(create_app(lambda_settings()), lifespan="off")
 
     def call(event: dict[str, Any]) -> dict[str, Any]:
         response: dict[str, Any] = handler(event, LambdaContext())  # type: ignore[arg-type]
@@ -230,7 +230,7 @@ def test_missing_prompt_is_refused_with_a_clear_message(invoke: Any) -> None:
 
 def test_local_cors_answers_preflight_with_exactly_one_allow_origin() -> None:
     """Off Lambda, CORS_ALLOW_ORIGINS turns app CORS on: one header, never two."""
-    app = create_app(lambda_settings(cors_allow_origins=ORIGIN), in_process_simulator=True)
+    app = create_app(lambda_settings(cors_allow_origins=ORIGIN))
     handler = Mangum(app, lifespan="off")
     preflight = handler(load_event("preflight-options"), LambdaContext())  # type: ignore[arg-type]
     assert preflight["statusCode"] in (200, 204)
@@ -259,5 +259,7 @@ def test_template_handler_path_serves_warm_invocations(monkeypatch: pytest.Monke
     assert isinstance(handler, Mangum)
     for _ in range(2):  # warm invocations reuse the module-level handler
         response = handler(load_event("chat-get"), LambdaContext())
-        assert_complete_turn(response)
+        data = assert_complete_turn(response)
+        # No key: the in-process simulated model answers, and says so.
+        assert data[0]["model"] == "simulator" and data[0]["simulated"] is True
         assert allow_origin_values(response) == []

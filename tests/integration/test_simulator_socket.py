@@ -17,7 +17,7 @@ import httpx
 import pytest
 import uvicorn
 
-from handlers.simulator import Simulator, create_simulator
+from simulator import Simulator, create_simulator
 
 BODY: dict[str, Any] = {
     "model": "gpt-test-model",
@@ -159,12 +159,12 @@ def test_stamps_and_pace_over_the_wire(served: tuple[str, Simulator]) -> None:
 
 
 def test_standalone_process(tmp_path: Any) -> None:
-    """`python -m handlers.simulator` serves the same API (the benchmark runs it this way)."""
+    """`python -m simulator` serves the same API (the benchmark runs it this way)."""
     sock = free_socket()
     port = sock.getsockname()[1]
     sock.close()
     process = subprocess.Popen(
-        [sys.executable, "-m", "handlers.simulator", "--port", str(port), "--delay-ms", "0"],
+        [sys.executable, "-m", "simulator", "--port", str(port), "--delay-ms", "0"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},

@@ -19,7 +19,7 @@ from core.memory_store import MemorySessionStore
 from core.settings import Settings
 from handlers.app import create_app
 from handlers.services import Model
-from handlers.simulator import create_simulator
+from simulator import create_simulator
 
 OPENAI_KEY = "sk-canary-OPENAI-7f3a9c1e5b2d4806"
 ACCESS_KEY = "ak-canary-ACCESS-0e9d8c7b6a5f4e3d"

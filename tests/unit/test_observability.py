@@ -141,8 +141,11 @@ def test_no_key_ever_reaches_the_output(run_name: str, request: pytest.FixtureRe
             assert piece not in output, f"{piece!r} leaked"
 
 
-def test_the_prompt_is_never_logged_at_info(local_info: Run) -> None:
-    output = local_info.stdout + local_info.stderr
+@pytest.mark.parametrize("run_name", ["local_info", "lambda_debug"])
+def test_the_prompt_is_never_logged(run_name: str, request: pytest.FixtureRequest) -> None:
+    """Not at INFO, not at DEBUG either (LOG_LEVEL is for the project's own loggers)."""
+    run: Run = request.getfixturevalue(run_name)
+    output = run.stdout + run.stderr
     assert PROMPT not in output and "purple-walrus" not in output
 
 

@@ -21,12 +21,11 @@ from httpx_sse import aconnect_sse
 from hypothesis import given
 from hypothesis import strategies as st
 
-from handlers.simulator import (
+from simulator import (
     Simulator,
     check_reply,
     create_simulator,
     default_reply,
-    find_expression,
     split_words,
 )
 
@@ -362,11 +361,45 @@ async def test_fault_no_finish(client: httpx.AsyncClient, sim: Simulator) -> Non
     assert all(c["choices"][0]["finish_reason"] is None for c in chunks)
 
 
+async def test_fault_error_chunk_sends_an_error_object_mid_stream(
+    client: httpx.AsyncClient, sim: Simulator
+) -> None:
+    # GIVEN a provider that fails after two chunks, its error text scripted
+    sim.script({"content": "a b c", "fault": "error_chunk", "after_chunks": 2,
+                "error_message": "quota gone"})  # fmt: skip
+    # WHEN it streams
+    data = await sse_data(client, request_body())
+    # THEN role + two chunks, then OpenAI's error object, and the body ends (no finish, no DONE)
+    assert [json.loads(d)["choices"][0]["delta"].get("content") for d in data[:3]] == [
+        "", "a", " b"
+    ]  # fmt: skip
+    assert json.loads(data[3]) == {
+        "error": {"message": "quota gone", "type": "server_error", "param": None, "code": None}
+    }
+    assert len(data) == 4
+    assert sim.log[-1]["outcome"] == "error_chunk"
+
+
+async def test_error_message_replaces_an_http_fault_text(
+    client: httpx.AsyncClient, sim: Simulator
+) -> None:
+    sim.script(
+        {"fault": "400", "error_message": "bad thing"},
+        {"fault": "401", "error_message": "no key"},
+        {"fault": "500"},
+    )
+    bodies = [(await client.post(URL, json=request_body())).json() for _ in range(3)]
+    assert [b["error"]["message"] for b in bodies[:2]] == ["bad thing", "no key"]
+    assert bodies[2]["error"]["message"].startswith("The server had an error")
+
+
 def test_check_reply_refuses_typos() -> None:
     with pytest.raises(ValueError, match="unknown reply keys"):
         check_reply({"contnet": "x"})
     with pytest.raises(ValueError, match="unknown fault"):
         check_reply({"fault": "explode"})
+    with pytest.raises(ValueError, match="error_message"):
+        check_reply({"fault": "400", "error_message": 400})
     with pytest.raises(ValueError, match="wire"):
         check_reply({"content": "x", "wire": {"crlf": True, "bogus": True}})
     with pytest.raises(ValueError, match="times"):
@@ -568,23 +601,6 @@ def test_default_reply_choice(
         assert (call["name"], json.loads(call["arguments"])) == expected
 
 
-@pytest.mark.parametrize(
-    ("text", "expression"),
-    [
-        ("What is 6*7?", "6*7"),
-        ("compute (2 + 3) * 4.5 please", "(2 + 3) * 4.5"),
-        ("2**10", "2**10"),
-        ("what is 10 % 3.", "10 % 3"),
-        ("(what is 1+1)", "1+1"),
-        ("I have 3 apples", None),
-        ("on 2024-01-05", None),
-        ("-", None),
-    ],
-)
-def test_find_expression(text: str, expression: str | None) -> None:
-    assert find_expression(text) == expression
-
-
 def test_default_answers_from_tool_results() -> None:
     body = request_body("What is 6*7 and the time?", tools=[CALCULATOR, CLOCK])
     body["messages"] += [
@@ -600,22 +616,3 @@ def test_default_answers_from_tool_results() -> None:
     ]  # fmt: skip
     reply = default_reply(body)
     assert reply == {"content": "The calculator says **42**. The current time is **12:00 UTC**."}
-
-
-async def test_mounted_under_a_parent_app() -> None:
-    # GIVEN the simulator mounted the way the main app mounts it
-    parent = FastAPI()
-    simulator_app = create_simulator(token_delay_ms=0)
-    parent.mount("/simulator", simulator_app)
-    simulator_app.state.simulator.script({"content": "mounted"})
-    # WHEN a client uses the base URL http://host/simulator/v1
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=parent), base_url="http://sim/simulator/v1"
-    ) as client:
-        async with aconnect_sse(client, "POST", "chat/completions", json=request_body()) as src:
-            data = [event.data async for event in src.aiter_sse()]
-        models = await client.get("models")
-    # THEN it answers there, and stays out of the parent's OpenAPI schema
-    assert "".join(content_of(chunks_of(data))) == "mounted"
-    assert models.status_code == 200
-    assert not any("simulator" in path or "_sim" in path for path in parent.openapi()["paths"])

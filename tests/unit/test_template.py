@@ -119,7 +119,7 @@ def test_run_sh_is_executable_and_serves_on_the_adapter_port() -> None:
     assert b"\r" not in RUN_SH.read_bytes(), "CRLF line endings break the script on Lambda"
     assert RUN_SH.stat().st_mode & stat.S_IXUSR, "run.sh must be executable"
     text = RUN_SH.read_text(encoding="utf-8")
-    # handlers.serve runs uvicorn on HOST:PORT; the simulator's URL is built from PORT too.
+    # handlers.serve runs uvicorn on HOST:PORT.
     assert 'export PORT="${AWS_LWA_PORT:-${PORT:-8080}}"' in text
     assert re.search(r"^exec python -m handlers\.serve$", text, re.MULTILINE)
 
