@@ -208,6 +208,7 @@ class Turn:
                 session=self.session_id,
                 model=self.model.name,
                 simulated=is_simulated(self.model),
+                turn=self.turn_id,
             )
             steps = 0
             while True:

@@ -34,6 +34,7 @@ class Started:
     session: str
     model: str
     simulated: bool = False  # the in-process simulated model answers, not a real one
+    turn: str = ""  # the turn's id (DESIGN §4 `started.turn`)
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,8 +41,11 @@ def payload(event: Event) -> dict[str, Any]:
             return {"token": text}
         case Reasoning(text=text):
             return {"reasoning": text}
-        case Started(session=session, model=model, simulated=simulated):
-            started: dict[str, Any] = {"lifecycle": "started", "session": session, "model": model}
+        case Started(session=session, model=model, simulated=simulated, turn=turn):
+            started: dict[str, Any] = {"lifecycle": "started", "session": session}
+            if turn:
+                started["turn"] = turn
+            started["model"] = model
             if simulated:
                 started["simulated"] = True
             return started

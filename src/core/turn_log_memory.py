@@ -1,0 +1,102 @@
+"""An in-process TurnLog: tests, `SESSION_STORE=memory`, and a reference for the contract."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from core.history import expires_at
+from core.turn_log import Encoded, TurnLost, TurnRead, TurnRecord
+
+
+@dataclass
+class _Turn:
+    record: TurnRecord
+    expires_at: float
+    events: list[tuple[int, Encoded]] = field(default_factory=list)
+
+
+class MemoryTurnLog:
+    """Every method runs without awaiting, so each is atomic on the event loop."""
+
+    def __init__(self, *, ttl_seconds: float = 3600) -> None:
+        self._ttl = ttl_seconds
+        self._turns: dict[tuple[str, str], _Turn] = {}
+        self._claims: dict[str, tuple[str, float]] = {}
+
+    def _live(self, session_id: str, turn_id: str, now: float) -> _Turn | None:
+        turn = self._turns.get((session_id, turn_id))
+        return turn if turn is not None and turn.expires_at > now else None
+
+    async def open(
+        self, session_id: str, turn_id: str, *, now: float, lease_seconds: float
+    ) -> None:
+        record = TurnRecord(session_id, turn_id, "running", now + lease_seconds)
+        self._turns[(session_id, turn_id)] = _Turn(record, expires_at(now, self._ttl))
+
+    async def append(
+        self,
+        session_id: str,
+        turn_id: str,
+        first: int,
+        events: Sequence[Encoded],
+        *,
+        now: float,
+        lease_seconds: float,
+        final: bool = False,
+    ) -> bool:
+        turn = self._live(session_id, turn_id, now)
+        if turn is None or not turn.record.running:
+            raise TurnLost(turn_id)
+        turn.events.extend((first + i, event) for i, event in enumerate(events))
+        turn.expires_at = expires_at(now, self._ttl)
+        turn.record = replace(
+            turn.record,
+            lease_until=now + lease_seconds,
+            state="finished" if final else "running",
+            end=first + len(events) - 1 if final else None,
+        )
+        return turn.record.stop_requested
+
+    async def read(
+        self, session_id: str, turn_id: str, *, after: int, now: float
+    ) -> TurnRead | None:
+        turn = self._live(session_id, turn_id, now)
+        if turn is None:
+            return None
+        return TurnRead(turn.record, [(p, e) for p, e in turn.events if p > after])
+
+    async def latest(self, session_id: str, *, now: float) -> TurnRecord | None:
+        mine = [
+            t for (sid, _), t in self._turns.items() if sid == session_id and t.expires_at > now
+        ]
+        return max(mine, key=lambda t: t.record.turn_id).record if mine else None
+
+    async def request_stop(self, session_id: str, turn_id: str, *, now: float) -> bool:
+        turn = self._live(session_id, turn_id, now)
+        if turn is None or not turn.record.running:
+            return False
+        turn.record = replace(turn.record, stop_requested=True)
+        return True
+
+    async def declare_lost(self, session_id: str, turn_id: str, *, now: float, end: int) -> bool:
+        turn = self._live(session_id, turn_id, now)
+        if turn is None or not turn.record.running or turn.record.lease_until >= now:
+            return False
+        turn.record = replace(turn.record, state="lost", end=end)
+        return True
+
+    async def claim(self, key: str, value: str, *, now: float, ttl_seconds: float) -> str | None:
+        held = self._claims.get(key)
+        if held is not None and held[1] > now:
+            return held[0]
+        self._claims[key] = (value, now + ttl_seconds)
+        return None
+
+    async def release(self, key: str, value: str) -> None:
+        held = self._claims.get(key)
+        if held is not None and held[0] == value:
+            del self._claims[key]
+
+    async def aclose(self) -> None:
+        return None
