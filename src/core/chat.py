@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +58,7 @@ from core.ports import (
 )
 from core.session_ids import check_session_id, new_session_id
 from core.tools import ToolRegistry
+from core.turn_log import new_turn_id
 
 Clock = Callable[[], float]
 logger = logging.getLogger("sse_chat_agent")
@@ -116,19 +116,23 @@ async def begin_turn(
     deadline: float | None = None,
     wall_clock: Clock = time.time,
     count_tokens: TokenCounter = estimate_tokens,
+    turn_id: str | None = None,
+    new_session: str | None = None,
 ) -> Turn:
     """Check the request, take the session's turn lease and store the user message.
 
+    `turn_id` (default: a new one) also owns the session's lease, so whoever finds the turn
+    lost can release it; `new_session` is the id a new session gets (default: a new one).
     Raises `RequestError` subclasses (400/404/409/413) before any model call.
     """
     prompt = check_prompt(request.prompt, limits.max_prompt_chars)
     now = wall_clock()
     if request.session_id is None:
-        session_id = new_session_id()
+        session_id = new_session or new_session_id()
         await sessions.create(session_id, title=_title(prompt), now=now)
     else:
         session_id = check_session_id(request.session_id)
-    owner = secrets.token_hex(8)
+    owner = turn_id or new_turn_id(now)
     await sessions.lock(
         session_id, owner=owner, now=now, lease_seconds=limits.turn_timeout_seconds + 30
     )
@@ -158,6 +162,7 @@ async def begin_turn(
         current=[user],
         next_seq=next_seq,
         owner=owner,
+        turn_id=owner,
         deadline=turn_deadline if deadline is None else min(deadline, turn_deadline),
         wall_clock=wall_clock,
         count_tokens=count_tokens,
@@ -187,7 +192,7 @@ class Turn:
     wall_clock: Clock = time.time
     count_tokens: TokenCounter = estimate_tokens
     outcome: TurnOutcome = field(default_factory=TurnOutcome)
-    turn_id: str = field(default_factory=lambda: secrets.token_urlsafe(8))
+    turn_id: str = field(default_factory=new_turn_id)
     client: str = ""  # who asked, for quotas
     request_id: str = ""  # for the turn's log line
     _released: bool = False

@@ -233,12 +233,16 @@ class DynamoDBSessionStore:
         """Up to `wanted` items of the session (all when None), following pagination."""
         request: QueryInputTypeDef = {
             "TableName": self._table,
-            "KeyConditionExpression": "pk = :pk",
-            "ExpressionAttributeValues": {":pk": {"S": session_id}},
+            # Up to "meta": the turn log's `t#...` items share the partition and sort after it.
+            "KeyConditionExpression": "pk = :pk AND sk <= :meta",
+            "ExpressionAttributeValues": {":pk": {"S": session_id}, ":meta": {"S": META_SK}},
             "ScanIndexForward": not newest_first,
             "ConsistentRead": True,
         }
         if keys_only:
+            # Every item of the partition, the turn log's too: a deleted session leaves nothing.
+            request["KeyConditionExpression"] = "pk = :pk"
+            request["ExpressionAttributeValues"] = {":pk": {"S": session_id}}
             request["ProjectionExpression"] = "pk, sk"
         items: list[Item] = []
         while wanted is None or len(items) < wanted:

@@ -9,6 +9,7 @@ ChatError
 │   ├── MessageTooLarge          413 (one message over the store's item limit)
 │   ├── Unauthorized             401
 │   ├── SessionNotFound          404
+│   ├── TurnNotFound             404 (an event id naming no live or kept turn)
 │   ├── SessionBusy              409 (another turn holds the session)
 │   └── RateLimited              429 (with retry_after)
 ├── SessionConflict              a sequence number was taken by a concurrent writer
@@ -77,6 +78,13 @@ class SessionNotFound(RequestError):
     def __init__(self, session_id: str = "") -> None:
         super().__init__("unknown or expired session")
         self.session_id = session_id
+
+
+class TurnNotFound(RequestError):
+    status_code = 404
+
+    def __init__(self) -> None:
+        super().__init__("unknown or expired turn")
 
 
 class SessionBusy(RequestError):

@@ -3,6 +3,11 @@
 A turn is not a property of one HTTP response (DESIGN §2): a client that stops reading, or
 leaves, never slows, blocks or cancels it. The turn runs to its end, bounded by its limits and
 its deadline, and stores its reply; a Stop is an explicit request (`LiveTurns.stop`).
+
+With a turn log, one flusher task per turn writes its events in batches (every `flush_seconds`
+or `flush_events`, whichever first; a heartbeat when idle) off the hot path: in-process readers
+follow memory, readers elsewhere poll the log (`core.turn_readers`). Each flush renews the
+turn's lease and brings back the stop flag another instance may have set.
 """
 
 from __future__ import annotations
@@ -12,11 +17,14 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 
 import anyio
 
 from core.chat import Turn
 from core.events import Done, Event, Failed
+from core.turn_events import encode_event
+from core.turn_log import TurnLog, TurnLost
 
 logger = logging.getLogger("sse_chat_agent")
 
@@ -28,17 +36,41 @@ INTERRUPTED = "the reply was interrupted"
 OnFinish = Callable[[Turn, float], Awaitable[None]]
 
 
+@dataclass(frozen=True, slots=True)
+class LogPolicy:
+    """How a turn is written to its log, and when a silent producer counts as lost."""
+
+    flush_seconds: float = 0.25
+    flush_events: int = 64
+    heartbeat_seconds: float = 1.0  # a Stop set elsewhere is seen within this (+ one write)
+    lease_seconds: float = 3.0  # renewed by every flush
+    lost_after_seconds: float = 2.0  # past the lease: readers declare the producer lost
+    poll_seconds: float = 0.25  # readers elsewhere: at most 4 reads a second
+    final_flush_tries: int = 5
+
+
 class LiveTurn:
     """One running turn: the events produced so far, and a wake-up for readers."""
 
-    def __init__(self, turn: Turn) -> None:
+    def __init__(
+        self, turn: Turn, log: TurnLog | None = None, policy: LogPolicy | None = None
+    ) -> None:
         self.turn = turn
         self.events: list[Event] = []
         self.finished = False
         self.stop_requested = False
+        self.flushed = 0  # events stored in the log
+        self._log = log
+        self._policy = policy or LogPolicy()
         self._waiter: asyncio.Future[None] | None = None
         self._scope: anyio.CancelScope | None = None
         self._task: asyncio.Task[None] | None = None
+        self._pending = asyncio.Event()  # an event is waiting to be flushed
+        self._full = asyncio.Event()  # a batch is full, or the turn ended: flush now
+
+    @property
+    def turn_id(self) -> str:
+        return self.turn.turn_id
 
     @property
     def session_id(self) -> str:
@@ -47,6 +79,62 @@ class LiveTurn:
     def _publish(self, event: Event) -> None:
         self.events.append(event)
         self._wake()
+        self._pending.set()
+        if isinstance(event, TERMINAL_EVENTS) or (
+            len(self.events) - self.flushed >= self._policy.flush_events
+        ):
+            self._full.set()
+
+    async def _flush_loop(self) -> None:
+        """Write the events to the log in batches until the terminal one is stored.
+
+        Never holds the producer: it only reads `events`. A failed write is retried at the next
+        round (the batch grows); a turn declared lost elsewhere is stopped here.
+        """
+        log, policy = self._log, self._policy
+        assert log is not None
+        failures = 0
+        while True:
+            if len(self.events) == self.flushed and not self._ended():
+                with anyio.move_on_after(policy.heartbeat_seconds):
+                    await self._pending.wait()
+            waiting = len(self.events) - self.flushed
+            if not self._ended() and 0 < waiting < policy.flush_events:
+                with anyio.move_on_after(policy.flush_seconds):
+                    await self._full.wait()
+            self._pending.clear()
+            self._full.clear()
+            first = self.flushed + 1
+            batch = self.events[self.flushed :]
+            final = self._ended()
+            try:
+                with anyio.CancelScope(shield=final):
+                    stop = await log.append(
+                        self.turn.session_id,
+                        self.turn_id,
+                        first,
+                        [encode_event(e) for e in batch],
+                        now=time.time(),
+                        lease_seconds=policy.lease_seconds,
+                        final=final,
+                    )
+            except TurnLost:
+                logger.warning("the turn was declared lost; stopping it")
+                self.stop()
+                return
+            except Exception as exc:
+                failures += 1
+                logger.warning("could not write the turn log: %s", type(exc).__name__)
+                if final and failures >= policy.final_flush_tries:
+                    return
+                await anyio.sleep(min(0.1 * failures, policy.heartbeat_seconds))
+                continue
+            failures = 0
+            self.flushed += len(batch)
+            if final:
+                return
+            if stop:
+                self.stop()
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -85,6 +173,20 @@ class LiveTurn:
         return True
 
     async def _produce(self, on_finish: OnFinish | None) -> None:
+        flusher: asyncio.Task[None] | None = None
+        if self._log is not None:
+            flusher = asyncio.get_running_loop().create_task(self._flush_loop())
+        try:
+            await self._run_turn(on_finish)
+        finally:
+            if flusher is not None:
+                with anyio.CancelScope(shield=True):
+                    # The last batch is stored before the turn counts as finished (on Lambda,
+                    # before the invocation's response ends and the instance is frozen).
+                    self._full.set()
+                    await flusher
+
+    async def _run_turn(self, on_finish: OnFinish | None) -> None:
         started = time.monotonic()
         settled = False
 
@@ -125,7 +227,7 @@ class LiveTurn:
             if not self._ended():
                 # Cancelled (the server is shutting down): the reply so far is stored.
                 await settle()
-                self.events.append(Failed(INTERRUPTED))
+                self._publish(Failed(INTERRUPTED))
             self.finished = True
             self._wake()
 
@@ -136,12 +238,28 @@ class LiveTurn:
 class LiveTurns:
     """The turns this process runs, by session; the one place that starts and stops them."""
 
-    def __init__(self, *, on_finish: OnFinish | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        on_finish: OnFinish | None = None,
+        log: TurnLog | None = None,
+        policy: LogPolicy | None = None,
+    ) -> None:
         self._on_finish = on_finish
+        self._log = log
+        self.policy = policy or LogPolicy()
         self._running: dict[str, LiveTurn] = {}
 
-    def start(self, turn: Turn) -> LiveTurn:
-        live = LiveTurn(turn)
+    async def start(self, turn: Turn) -> LiveTurn:
+        """Open the turn in the log (readers elsewhere can find it from now on) and run it."""
+        if self._log is not None:
+            await self._log.open(
+                turn.session_id,
+                turn.turn_id,
+                now=time.time(),
+                lease_seconds=self.policy.lease_seconds,
+            )
+        live = LiveTurn(turn, self._log, self.policy)
         self._running[turn.session_id] = live
         task = asyncio.get_running_loop().create_task(self._run(live))
         live._task = task
@@ -156,6 +274,11 @@ class LiveTurns:
 
     def running(self, session_id: str) -> LiveTurn | None:
         return self._running.get(session_id)
+
+    def find(self, session_id: str, turn_id: str) -> LiveTurn | None:
+        """The turn if this process runs it (still producing)."""
+        live = self._running.get(session_id)
+        return live if live is not None and live.turn_id == turn_id else None
 
     def stop(self, session_id: str) -> bool:
         """Stop the session's turn if this process runs it; False when none is running here."""

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     sessions_table: str = "sse-chat-sessions"
     sqlite_path: str = ".data/sessions.db"
     session_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60)
+    turn_events_ttl_seconds: int = Field(
+        default=3600, ge=60, description="how long a turn's events stay resumable after it ends"
+    )
     history_messages: int = Field(
         default=200, ge=2, description="most messages loaded as history (then CONTEXT_TOKENS)"
     )

@@ -12,6 +12,7 @@ from core.rate_limit import InProcessRateLimiter, RateLimiter
 from core.redaction import process_redactor
 from core.settings import Settings
 from core.simulated_model import SimulatedChatModel
+from core.turn_log import TurnLog
 
 SECRET_MAX_AGE_SECONDS = 300
 
@@ -116,3 +117,21 @@ def build_store(settings: Settings) -> SessionStore:
     from core.sqlite_store import SQLiteSessionStore
 
     return SQLiteSessionStore(settings.sqlite_path, ttl_seconds=settings.session_ttl_seconds)
+
+
+def build_turn_log(settings: Settings, store: SessionStore) -> TurnLog:
+    """The turn log beside the sessions: same table, same file, or this process's memory."""
+    ttl = settings.turn_events_ttl_seconds
+    if settings.session_store == "dynamodb":
+        from core.dynamodb_store import DynamoDBSessionStore
+        from core.turn_log_dynamodb import DynamoDBTurnLog
+
+        if isinstance(store, DynamoDBSessionStore):
+            return DynamoDBTurnLog(store, ttl_seconds=ttl)
+    if settings.session_store == "sqlite":
+        from core.turn_log_sqlite import SQLiteTurnLog
+
+        return SQLiteTurnLog(settings.sqlite_path, ttl_seconds=ttl)
+    from core.turn_log_memory import MemoryTurnLog
+
+    return MemoryTurnLog(ttl_seconds=ttl)

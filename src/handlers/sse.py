@@ -79,9 +79,26 @@ def encode_data(event: Event) -> str:
     return data
 
 
-def to_sse(event: Event, seq: int) -> bytes:
-    """One unnamed SSE message (`onmessage` sees it) with a strictly increasing `id`."""
-    return format_sse_event(data_str=encode_data(event), id=str(seq))
+def to_sse(event: Event, event_id: str) -> bytes:
+    """One unnamed SSE message (`onmessage` sees it) with its `id` (see `event_id`)."""
+    return format_sse_event(data_str=encode_data(event), id=event_id)
+
+
+_EVENT_ID = re.compile(r"([A-Za-z0-9_-]{1,64})\.([A-Za-z0-9_-]{1,64})\.([0-9]{1,9})")
+
+
+def event_id(session_id: str, turn_id: str, position: int) -> str:
+    """`<session>.<turn>.<position>`: URL-safe, unique within the session, and enough to find
+    the turn from a reconnect whose URL names no session. Clients never parse it."""
+    return f"{session_id}.{turn_id}.{position}"
+
+
+def parse_event_id(text: str) -> tuple[str, str, int] | None:
+    """`(session, turn, position)` of an id `event_id` made; None for anything else."""
+    match = _EVENT_ID.fullmatch(text.strip())
+    if match is None:
+        return None
+    return match[1], match[2], int(match[3])
 
 
 class SSEResponse(StreamingResponse):

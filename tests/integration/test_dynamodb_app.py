@@ -44,7 +44,9 @@ def test_two_turns_on_dynamodb(
         KeyConditionExpression="pk = :pk",
         ExpressionAttributeValues={":pk": {"S": first.session}},
     )["Items"]
-    assert len(items) == 5  # meta + 4 messages
+    turn_items = [item for item in items if item["sk"]["S"].startswith("t#")]
+    assert len(items) - len(turn_items) == 5  # meta + 4 messages
+    assert len(turn_items) == 4  # per turn: its header and one batch of events
     assert all(int(item["expires_at"]["N"]) > time.time() for item in items)
 
 

@@ -37,6 +37,7 @@ OPERATIONS = [
     ("GET", "/sessions/{session_id}"),
     ("DELETE", "/sessions/{session_id}"),
     ("POST", "/sessions/{session_id}/stop"),
+    ("GET", "/sessions/{session_id}/stream"),
     ("GET", "/healthz"),
 ]
 # The statuses a run must have produced: the generator reached past input checks.
@@ -46,6 +47,7 @@ EXPECTED_STATUSES = {
     ("GET", "/sessions/{session_id}"): {200, 400, 404},
     ("DELETE", "/sessions/{session_id}"): {204, 400, 404},
     ("POST", "/sessions/{session_id}/stop"): {204, 400, 404},
+    ("GET", "/sessions/{session_id}/stream"): {200, 400, 404},
     ("GET", "/healthz"): {200},
 }
 

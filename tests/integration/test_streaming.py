@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -55,8 +56,10 @@ def test_stream_shape_started_tokens_done_with_ids_and_headers(
         "finish_reason": "stop",
         "usage": {"prompt_tokens": 11, "completion_tokens": 3},
     }
-    numbers = [int(i) for i in got.ids]
-    assert numbers == sorted(set(numbers)) and len(numbers) == len(got.events)
+    # Ids are opaque to clients: URL-safe, one per event, none twice.
+    assert len(set(got.ids)) == len(got.ids) == len(got.events)
+    assert all(re.fullmatch(r"[A-Za-z0-9._~-]+", i) for i in got.ids)
+    assert got.events[0]["turn"] in got.ids[0] and got.events[0]["session"] in got.ids[0]
 
 
 def test_tokens_arrive_progressively(

@@ -58,7 +58,7 @@ events: st.SearchStrategy[Event] = st.one_of(
 
 def wire(event: Event, seq: int) -> bytes:
     """The bytes the app writes for one event."""
-    return to_sse(event, seq)
+    return to_sse(event, str(seq))
 
 
 def parse(body: bytes, cuts: Sequence[int]) -> list[tuple[str, str, str]]:
