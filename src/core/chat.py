@@ -322,6 +322,14 @@ class Turn:
                     await self._store_reply(reply, status, quiet=True)
                 await self._release(status)
 
+    async def abandon(self) -> None:
+        """The turn will never run (its log could not be opened): store it `failed`, free the
+        session."""
+        self.outcome.error = "not started"
+        with anyio.CancelScope(shield=True):
+            await self._store_reply(_Reply(), "failed", quiet=True)
+            await self._release("failed")
+
     @property
     def messages(self) -> list[Message]:
         """Everything this turn could send: the system prompt, replayable history, this turn."""

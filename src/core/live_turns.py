@@ -18,12 +18,13 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 
 from core.chat import Turn
 from core.events import Done, Event, Failed
-from core.turn_events import encode_event
+from core.turn_events import dump_events, encode_event
 from core.turn_log import TurnLog, TurnLost
 
 logger = logging.getLogger("sse_chat_agent")
@@ -42,6 +43,7 @@ class LogPolicy:
 
     flush_seconds: float = 0.25
     flush_events: int = 64
+    batch_bytes: int = 256 * 1024  # a batch is one item: well under DynamoDB's 400 KB
     heartbeat_seconds: float = 1.0  # a Stop set elsewhere is seen within this (+ one write)
     lease_seconds: float = 3.0  # renewed by every flush
     lost_after_seconds: float = 2.0  # past the lease: readers declare the producer lost
@@ -105,15 +107,15 @@ class LiveTurn:
             self._pending.clear()
             self._full.clear()
             first = self.flushed + 1
-            batch = self.events[self.flushed :]
-            final = self._ended()
+            batch = self._next_batch()
+            final = self._ended() and self.flushed + len(batch) == len(self.events)
             try:
                 with anyio.CancelScope(shield=final):
                     stop = await log.append(
                         self.turn.session_id,
                         self.turn_id,
                         first,
-                        [encode_event(e) for e in batch],
+                        batch,
                         now=time.time(),
                         lease_seconds=policy.lease_seconds,
                         final=final,
@@ -135,6 +137,21 @@ class LiveTurn:
                 return
             if stop:
                 self.stop()
+            if len(self.events) - self.flushed >= policy.flush_events:
+                self._full.set()  # a batch was cut short by its size: the rest goes now
+
+    def _next_batch(self) -> list[Any]:
+        """The encoded events waiting, up to `flush_events` of them and about `batch_bytes`
+        (always at least one)."""
+        batch: list[Any] = []
+        size = 0
+        for event in self.events[self.flushed : self.flushed + self._policy.flush_events]:
+            encoded = encode_event(event)
+            size += len(encoded) if isinstance(encoded, str) else _size(encoded)
+            if batch and size > self._policy.batch_bytes:
+                break
+            batch.append(encoded)
+        return batch
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -235,6 +252,10 @@ class LiveTurn:
         return bool(self.events) and isinstance(self.events[-1], TERMINAL_EVENTS)
 
 
+def _size(encoded: Any) -> int:
+    return len(dump_events([encoded]).encode("utf-8"))
+
+
 class LiveTurns:
     """The turns this process runs, by session; the one place that starts and stops them."""
 
@@ -253,12 +274,16 @@ class LiveTurns:
     async def start(self, turn: Turn) -> LiveTurn:
         """Open the turn in the log (readers elsewhere can find it from now on) and run it."""
         if self._log is not None:
-            await self._log.open(
-                turn.session_id,
-                turn.turn_id,
-                now=time.time(),
-                lease_seconds=self.policy.lease_seconds,
-            )
+            try:
+                await self._log.open(
+                    turn.session_id,
+                    turn.turn_id,
+                    now=time.time(),
+                    lease_seconds=self.policy.lease_seconds,
+                )
+            except BaseException:
+                await turn.abandon()
+                raise
         live = LiveTurn(turn, self._log, self.policy)
         self._running[turn.session_id] = live
         task = asyncio.get_running_loop().create_task(self._run(live))
