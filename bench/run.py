@@ -58,6 +58,7 @@ TARGET_STREAMS = 200
 TARGET_ADDED_P99_MS = 10.0
 TARGET_KB_PER_STREAM = 100.0
 TARGET_IMPORT_RATIO = 1.5
+TARGET_RESUME_LAG_P95_MS = 1000.0
 
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 _APP_CPU = 1
@@ -672,14 +673,21 @@ def machine(pinned: bool, variant: str) -> dict[str, Any]:
 def targets(results: dict[str, Any]) -> dict[str, bool]:
     at_target = [c for c in results["concurrency"] if c["streams"] == TARGET_STREAMS]
     cold = results["cold_import_ms"]
-    return {
-        "overhead_p50": results["overhead_ms"]["p50"] <= TARGET_OVERHEAD_P50_MS,
-        "overhead_p99": results["overhead_ms"]["p99"] <= TARGET_OVERHEAD_P99_MS,
-        "concurrency_200": bool(at_target)
-        and at_target[0]["added_p99_ms"] <= TARGET_ADDED_P99_MS
-        and at_target[0]["errors"] == 0,
-        "memory_per_stream": results["memory_kb_per_stream"] <= TARGET_KB_PER_STREAM,
-    } | ({"cold_import": cold["entry"] <= TARGET_IMPORT_RATIO * cold["fastapi"]} if cold else {})
+    return (
+        {
+            "overhead_p50": results["overhead_ms"]["p50"] <= TARGET_OVERHEAD_P50_MS,
+            "overhead_p99": results["overhead_ms"]["p99"] <= TARGET_OVERHEAD_P99_MS,
+            "concurrency_200": bool(at_target)
+            and at_target[0]["added_p99_ms"] <= TARGET_ADDED_P99_MS
+            and at_target[0]["errors"] == 0,
+            "memory_per_stream": results["memory_kb_per_stream"] <= TARGET_KB_PER_STREAM,
+        }
+        | ({"cold_import": cold["entry"] <= TARGET_IMPORT_RATIO * cold["fastapi"]} if cold else {})
+        | {
+            f"resume_lag_p95_{store}": lag["p95"] <= TARGET_RESUME_LAG_P95_MS
+            for store, lag in (results.get("resume_lag_ms") or {}).items()
+        }
+    )
 
 
 def table(results: dict[str, Any]) -> Iterator[str]:
@@ -726,13 +734,19 @@ def table(results: dict[str, Any]) -> Iterator[str]:
         f"{mem['idle_rss_kb']:.0f} (idle) | {mem['kb_per_stream']:.1f} KB/stream | "
         f"<= 100 ({mark('memory_per_stream')}) |"
     )
-    if not cold:
-        return
-    yield (
-        f"| e. cold import (ms, modules) | entry {cold['entry']:.0f} ({cold['entry_modules']}) "
-        f"+ app build {cold['app_build']:.0f} | fastapi {cold['fastapi']:.0f} "
-        f"({cold['fastapi_modules']}) | {cold['ratio']:.2f}x | <= 1.5x ({mark('cold_import')}) |"
-    )
+    if cold:
+        yield (
+            f"| e. cold import (ms, modules) | entry {cold['entry']:.0f} "
+            f"({cold['entry_modules']}) + app build {cold['app_build']:.0f} | fastapi "
+            f"{cold['fastapi']:.0f} ({cold['fastapi_modules']}) | {cold['ratio']:.2f}x | "
+            f"<= 1.5x ({mark('cold_import')}) |"
+        )
+    for store, lag in (results.get("resume_lag_ms") or {}).items():
+        yield (
+            f"| f. resume_lag_ms, produced on A -> seen on B ({store}) p50 / p95 | "
+            f"{lag['p50']:.0f} / {lag['p95']:.0f} | - | - | p95 <= 1000 "
+            f"({mark(f'resume_lag_p95_{store}')}) |"
+        )
 
 
 # --- main ---------------------------------------------------------------------------------------
@@ -824,6 +838,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-streams", type=int, default=200)
     parser.add_argument("--imports", type=int, default=5, help="cold import repeats (0: skip)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument(
+        "--resume-turns", type=int, default=3, help="turns per store for resume_lag_ms (0: skip)"
+    )
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument(
         "--variant",
@@ -852,6 +869,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     with servers_running(pinned, args.variant) as (sim, app):
         results = asyncio.run(measure(Bench(sim, app), args))
     results["cold_import_ms"] = cold
+    if args.resume_turns:
+        from bench.resume import measure_resume_lag
+
+        print("f. resume lag across processes (SQLite, moto)", flush=True)
+        results["resume_lag_ms"] = measure_resume_lag(args.resume_turns)
     results["targets"] = targets(results)
     results["machine"] = machine(pinned, args.variant) | {"load_average_1m_at_start": load_at_start}
     results["duration_s"] = round(time.monotonic() - began, 1)

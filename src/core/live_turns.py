@@ -97,29 +97,28 @@ class LiveTurn:
         assert log is not None
         failures = 0
         while True:
+            # asyncio.timeout, not anyio's cancel scopes: this runs for every batch of every
+            # turn, and a scope costs several times more.
             if len(self.events) == self.flushed and not self._ended():
-                with anyio.move_on_after(policy.heartbeat_seconds):
-                    await self._pending.wait()
+                await _wait(self._pending, policy.heartbeat_seconds)
             waiting = len(self.events) - self.flushed
             if not self._ended() and 0 < waiting < policy.flush_events:
-                with anyio.move_on_after(policy.flush_seconds):
-                    await self._full.wait()
+                await _wait(self._full, policy.flush_seconds)
             self._pending.clear()
             self._full.clear()
             first = self.flushed + 1
             batch = self._next_batch()
             final = self._ended() and self.flushed + len(batch) == len(self.events)
             try:
-                with anyio.CancelScope(shield=final):
-                    stop = await log.append(
-                        self.turn.session_id,
-                        self.turn_id,
-                        first,
-                        batch,
-                        now=time.time(),
-                        lease_seconds=policy.lease_seconds,
-                        final=final,
-                    )
+                stop = await log.append(
+                    self.turn.session_id,
+                    self.turn_id,
+                    first,
+                    batch,
+                    now=time.time(),
+                    lease_seconds=policy.lease_seconds,
+                    final=final,
+                )
             except TurnLost:
                 logger.warning("the turn was declared lost; stopping it")
                 self.stop()
@@ -250,6 +249,12 @@ class LiveTurn:
 
     def _ended(self) -> bool:
         return bool(self.events) and isinstance(self.events[-1], TERMINAL_EVENTS)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 def _size(encoded: Any) -> int:

@@ -31,6 +31,9 @@ class MemoryTurnLog:
     async def open(
         self, session_id: str, turn_id: str, *, now: float, lease_seconds: float
     ) -> None:
+        # Expired turns are swept here, so the process does not keep every turn it ran.
+        for key in [k for k, t in self._turns.items() if t.expires_at <= now]:
+            del self._turns[key]
         record = TurnRecord(session_id, turn_id, "running", now + lease_seconds)
         self._turns[(session_id, turn_id)] = _Turn(record, expires_at(now, self._ttl))
 
