@@ -342,3 +342,36 @@ def test_a_killed_producer_is_declared_lost_and_its_flushed_reply_kept(
             client, f"{b.url}/chat", method="POST", json={"prompt": "again", "session": session}
         )
     assert nxt.status == 200 and nxt.last["lifecycle"] == "done"
+
+
+def test_the_stream_endpoint_replays_from_any_event_and_refuses_unknown_ones(
+    simulator: SimulatorServer, live_app: AppFactory, http: httpx.Client
+) -> None:
+    # GIVEN a finished turn
+    url = live_app().url
+    simulator.sim.script({"chunks": ["a", "b", "c", "d"]})
+    turn = stream_chat(http, f"{url}/chat", params={"prompt": "x"})
+    stream = f"{url}/sessions/{turn.session}/stream"
+    # THEN the stream replays it whole, or after any of its events, with the same ids
+    whole = stream_chat(http, stream)
+    assert (whole.ids, whole.events) == (turn.ids, turn.events)
+    after = stream_chat(http, stream, params={"after": turn.ids[2]})
+    assert (after.ids, after.events) == (turn.ids[3:], turn.events[3:])
+    # AND Last-Event-ID wins over `after`
+    header = stream_chat(
+        http, stream, params={"after": turn.ids[0]}, headers={"Last-Event-ID": turn.ids[4]}
+    )
+    assert header.ids == turn.ids[5:]
+    # AND nothing left: 204; an id of another session, or no id at all: 404 JSON
+    assert http.get(stream, params={"after": turn.ids[-1]}).status_code == 204
+    for bad in ("nope", f"{turn.session}.x.1", "other-session.t.1", "a.b.c.d"):
+        refused = http.get(stream, params={"after": bad})
+        assert refused.status_code == 404 and refused.json()["error"], bad
+    refused = http.get(f"{url}/chat", headers={"Last-Event-ID": "garbage"})
+    assert refused.status_code == 404 and refused.json()["error"]
+    assert len(simulator.log) == 1  # resuming never starts a turn
+    # AND Stop with no turn running is 204; an unknown session is 404
+    assert http.post(f"{url}/sessions/{turn.session}/stop").status_code == 204
+    unknown = "A" * 22
+    assert http.get(f"{url}/sessions/{unknown}/stream").status_code == 404
+    assert http.post(f"{url}/sessions/{unknown}/stop").status_code == 404
