@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS turn_batches (
     expires_at INTEGER NOT NULL,
     PRIMARY KEY (session_id, turn_id, last_pos)
 );
+CREATE INDEX IF NOT EXISTS turns_expires_at ON turns (expires_at);
+CREATE INDEX IF NOT EXISTS turn_batches_expires_at ON turn_batches (expires_at);
 CREATE TABLE IF NOT EXISTS turn_claims (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -94,10 +96,16 @@ class SQLiteTurnLog:
         self, session_id: str, turn_id: str, *, now: float, lease_seconds: float
     ) -> None:
         def run(db: sqlite3.Connection) -> None:
+            db.execute("BEGIN IMMEDIATE")
+            # Expired turns are swept as new ones open: the file does not keep every turn.
+            db.execute("DELETE FROM turn_batches WHERE expires_at <= ?", (now,))
+            db.execute("DELETE FROM turns WHERE expires_at <= ?", (now,))
+            db.execute("DELETE FROM turn_claims WHERE expires_at <= ?", (now,))
             db.execute(
                 "INSERT OR REPLACE INTO turns VALUES (?, ?, 'running', ?, 0, NULL, ?)",
                 (session_id, turn_id, now + lease_seconds, expires_at(now, self._ttl)),
             )
+            db.execute("COMMIT")
 
         await self._run(run)
 

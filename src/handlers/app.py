@@ -379,9 +379,9 @@ def create_app(
         local = turns.running(session_id)
         if local is not None:
             return stream(_relay(local))
+        await store.load(session_id, now=time.time(), limit=0)  # unknown or expired: 404
         latest = await log.latest(session_id, now=time.time())
         if latest is None:
-            await store.load(session_id, now=time.time(), limit=0)  # unknown or expired: 404
             return Response(status_code=204)
         return await join(session_id, latest.turn_id, 0)
 
