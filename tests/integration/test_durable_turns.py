@@ -375,3 +375,34 @@ def test_the_stream_endpoint_replays_from_any_event_and_refuses_unknown_ones(
     unknown = "A" * 22
     assert http.get(f"{url}/sessions/{unknown}/stream").status_code == 404
     assert http.post(f"{url}/sessions/{unknown}/stop").status_code == 404
+
+
+def test_an_idempotent_repeat_on_another_process_joins_the_running_turn(
+    simulator: SimulatorServer, two_servers: tuple[ServerProcess, ServerProcess]
+) -> None:
+    a, b = two_servers
+    simulator.sim.script({"chunks": [f"i{i} " for i in range(30)], "delay_ms": 20})
+    headers = {"Idempotency-Key": "same-request"}
+    with httpx.Client(timeout=30) as http, httpx.Client(timeout=30) as other:
+        # GIVEN a request with a key, still streaming on A
+        first = Received(200, httpx.Headers())
+        with http.stream(
+            "POST", f"{a.url}/chat", json={"prompt": "x"}, headers=headers
+        ) as response:
+            events = read_events(response)
+            for event_id, data in events:
+                first.ids.append(event_id)
+                first.events.append(data)
+                if len(first.tokens) == 3:
+                    break
+            # WHEN the same request (same key) reaches B meanwhile
+            again = stream_chat(
+                other, f"{b.url}/chat", method="POST", json={"prompt": "x"}, headers=headers
+            )
+            for event_id, data in events:
+                first.ids.append(event_id)
+                first.events.append(data)
+    # THEN it replays the first request's turn from its start: one upstream request
+    assert again.status == 200
+    assert (again.ids, again.events) == (first.ids, first.events)
+    assert len(simulator.log) == 1
