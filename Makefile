@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 SAM_PYTHON_VERSION ?= 3.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help venv serve test lint typecheck pytest cfn-lint tools build deploy bench clean
+.PHONY: help venv serve test lint typecheck pytest cfn-lint tools build deploy bench lock clean
 
 help:
 	@echo "make serve   run the local server and page on http://$(HOST):$(PORT)"
@@ -63,7 +63,19 @@ $(TOOLS)/bin/.installed:
 	$(TOOLS)/bin/python -m pip install --quiet 'aws-sam-cli>=1.140' cfn-lint
 	@touch $@
 
-tools: $(TOOLS)/bin/.installed
+# uv resolves the Lambda lock (make lock); a file target of its own, so existing tool venvs get it.
+$(TOOLS)/bin/uv: $(TOOLS)/bin/.installed
+	$(TOOLS)/bin/python -m pip install --quiet 'uv>=0.9'
+
+tools: $(TOOLS)/bin/.installed $(TOOLS)/bin/uv
+
+# The Lambda lock, src/requirements.txt: pyproject's [project] dependencies (never its extras),
+# exact versions with the hashes of every file, for CPython 3.13 on either CPU. Existing pins are
+# kept; `make lock UPGRADE=1` takes the newest allowed. tests/unit/test_lock.py checks it.
+lock: tools
+	$(TOOLS)/bin/uv pip compile pyproject.toml --quiet --universal --python-version 3.13 \
+	  --generate-hashes --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade) \
+	  --output-file src/requirements.txt
 
 # Offline: neither needs AWS credentials or a region.
 cfn-lint: tools

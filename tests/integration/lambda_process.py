@@ -51,7 +51,6 @@ def template_environment(*, sessions_table: str, **parameters: str) -> dict[str,
     params.update(parameters)
     conditions = {
         "IsStreaming": params["Streaming"] == "true",
-        "IsArm64": params["Architecture"] == "arm64",
         "HasApiKeySecret": params["OpenAIApiKeySecretArn"] != "",
         "HasAccessKeySecret": params["AccessKeySecretArn"] != "",
         "HasAllowedOrigins": params["AllowedOrigins"] != "",

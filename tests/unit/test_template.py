@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from packaging.requirements import Requirement
 
 from core.settings import Settings
 from tests.dynamodb_table import load_template
@@ -98,20 +97,52 @@ def test_adapter_environment_is_exact_and_only_when_streaming(env: dict[str, Any
     assert env["AWS_LWA_PORT"] == if_("IsStreaming", "8080", NO_VALUE)
 
 
-def test_one_adapter_layer_per_architecture(template: dict[str, Any]) -> None:
+def test_one_adapter_layer_for_the_one_architecture(template: dict[str, Any]) -> None:
     params = template["Parameters"]
-    assert params["Architecture"]["Default"] == "arm64"
-    assert params["Architecture"]["AllowedValues"] == ["arm64", "x86_64"]
-    assert template["Conditions"]["IsArm64"] == {"Fn::Equals": [{"Ref": "Architecture"}, "arm64"]}
     assert int(params["LwaLayerVersion"]["Default"]) >= MIN_LWA_LAYER_VERSION
-
     function = template["Resources"]["ChatFunction"]["Properties"]
-    assert function["Architectures"] == [{"Ref": "Architecture"}]
+    (arch,) = function["Architectures"]
+    layer = {"arm64": "LambdaAdapterLayerArm64", "x86_64": "LambdaAdapterLayerX86"}[arch]
     prefix = f"arn:aws:lambda:${{AWS::Region}}:{LWA_ACCOUNT}:layer:"
-    arm = {"Fn::Sub": f"{prefix}LambdaAdapterLayerArm64:${{LwaLayerVersion}}"}
-    x86 = {"Fn::Sub": f"{prefix}LambdaAdapterLayerX86:${{LwaLayerVersion}}"}
     # The If inside the list: `sam local invoke` skips it; an If around the list breaks it.
-    assert function["Layers"] == [if_("IsStreaming", if_("IsArm64", arm, x86), NO_VALUE)]
+    assert function["Layers"] == [
+        if_("IsStreaming", {"Fn::Sub": f"{prefix}{layer}:${{LwaLayerVersion}}"}, NO_VALUE)
+    ]
+
+
+def test_the_artifact_is_built_by_src_makefile(template: dict[str, Any]) -> None:
+    assert template["Resources"]["ChatFunction"]["Metadata"] == {"BuildMethod": "makefile"}
+    assert "build-ChatFunction:" in (ROOT / "src" / "Makefile").read_text(encoding="utf-8")
+
+
+def test_architecture_is_chosen_once_so_build_and_deploy_cannot_differ(
+    template: dict[str, Any], samconfig: dict[str, Any]
+) -> None:
+    """One literal in template.yaml: src/Makefile builds for it and the deploy runs on it.
+
+    No parameter exists that `sam build` and `sam deploy` could each read differently (an
+    `Architecture=...` override is an unknown parameter, which CloudFormation refuses), no
+    samconfig section and no make target passes one, and the environment cannot steer the
+    build (`ARCH=x86_64 sam build` still builds for the template's CPU).
+    """
+    assert "Architecture" not in template["Parameters"]
+    function = template["Resources"]["ChatFunction"]["Properties"]
+    assert function["Architectures"] in (["arm64"], ["x86_64"])
+    assert "Architecture" not in SAMCONFIG.read_text(encoding="utf-8")
+    assert "Architecture" not in (ROOT / "Makefile").read_text(encoding="utf-8")
+    for environment in (
+        {},
+        {"ARCH": "x86_64" if function["Architectures"] == ["arm64"] else "arm64"},
+    ):
+        built_for = subprocess.run(
+            ["make", "--no-print-directory", "-s", "-f", "Makefile", "print-arch"],
+            cwd=ROOT / "src",
+            env={"PATH": "/usr/bin:/bin", **environment},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        assert [built_for] == function["Architectures"], environment
 
 
 def test_run_sh_is_executable_and_serves_on_the_adapter_port() -> None:
@@ -318,29 +349,12 @@ def test_samconfig_overrides_name_real_parameters(
     assert (ROOT / local["env_vars"]).is_file()
 
 
-def test_prod_has_exact_origins_arm64_and_a_concurrency_ceiling(samconfig: dict[str, Any]) -> None:
+def test_prod_has_exact_origins_and_a_concurrency_ceiling(samconfig: dict[str, Any]) -> None:
     for env_name in ("default", "prod"):
         assert not any("*" in v for v in _overrides(samconfig[env_name]).values()), env_name
     prod = _overrides(samconfig["prod"])
     origins = prod["AllowedOrigins"].split(",")
     assert origins and all(re.fullmatch(r"https://[a-z0-9.-]+(:\d+)?", o) for o in origins)
-    assert prod["Architecture"] == "arm64"
     assert prod["Streaming"] == "true"
     assert int(prod["ReservedConcurrency"]) > 0
     assert prod["OpenAIApiKeySecretArn"].startswith("arn:aws:secretsmanager:")
-
-
-# --- dependencies ---------------------------------------------------------------------------
-
-
-def _normalized(specs: list[str]) -> set[str]:
-    return {str(Requirement(spec)) for spec in specs}
-
-
-def test_requirements_txt_equals_pyproject_dependencies() -> None:
-    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    lines = (ROOT / "src" / "requirements.txt").read_text(encoding="utf-8").splitlines()
-    requirements = [ln.split("#", 1)[0].strip() for ln in lines]
-    assert _normalized([r for r in requirements if r]) == _normalized(
-        pyproject["project"]["dependencies"]
-    )
