@@ -55,6 +55,11 @@ def template_environment(*, sessions_table: str, **parameters: str) -> dict[str,
         "HasAccessKeySecret": params["AccessKeySecretArn"] != "",
         "HasAllowedOrigins": params["AllowedOrigins"] != "",
         "HasReservedConcurrency": params["ReservedConcurrency"] != "0",
+        "IsProd": params["Environment"] == "prod",
+        "HasSecretsKmsKey": params["SecretsKmsKeyArn"] != ""
+        and (params["OpenAIApiKeySecretArn"] != "" or params["AccessKeySecretArn"] != ""),
+        "HasTableKmsKey": params["TableKmsKeyArn"] != "",
+        "HasAlarmEmail": params["AlarmEmail"] != "",
     }
     assert set(conditions) == set(template["Conditions"]), "new template condition: teach me"
     refs = {"SessionsTable": sessions_table}
