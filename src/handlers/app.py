@@ -119,6 +119,9 @@ def create_app(
             logger.warning(
                 "No OPENAI_API_KEY set: the built-in simulator answers (model %r)", chat_model.name
             )
+        from handlers.services import warm_up  # Lambda init: boto3 client, Powertools, secrets
+
+        await warm_up(settings, store)
         # Everything built so far lives as long as the process: freezing it keeps the cyclic
         # GC's full collections from rescanning it while streams run.
         gc.collect()
