@@ -72,10 +72,14 @@ tools: $(TOOLS)/bin/.installed $(TOOLS)/bin/uv
 # The Lambda lock, src/requirements.txt: pyproject's [project] dependencies (never its extras),
 # exact versions with the hashes of every file, for CPython 3.13 on either CPU. Existing pins are
 # kept; `make lock UPGRADE=1` takes the newest allowed. tests/unit/test_lock.py checks it.
+# The bench's "hello" app gets its own lock at the same versions.
 lock: tools
 	$(TOOLS)/bin/uv pip compile pyproject.toml --quiet --universal --python-version 3.13 \
 	  --generate-hashes --custom-compile-command 'make lock' $(if $(UPGRADE),--upgrade) \
 	  --output-file src/requirements.txt
+	$(TOOLS)/bin/uv pip compile bench/hello/requirements.in --constraint src/requirements.txt \
+	  --quiet --universal --python-version 3.13 --generate-hashes --custom-compile-command 'make lock' \
+	  --output-file bench/hello/requirements.txt
 
 # Offline: neither needs AWS credentials or a region.
 cfn-lint: tools

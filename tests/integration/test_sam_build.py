@@ -119,7 +119,15 @@ def test_artifact_leaves_out_what_the_streaming_entry_never_imports(
 ) -> None:
     function = builds[arch] / "ChatFunction"
     # The Lambda runtime's own boto3 is used (README "Deploy"); uvloop buys nothing there.
-    for package in ("boto3", "botocore", "s3transfer", "urllib3", "dateutil", "uvloop"):
+    for package in (
+        "boto3",
+        "botocore",
+        "s3transfer",
+        "urllib3",
+        "dateutil",
+        "uvloop",
+        "pydantic/v1",
+    ):
         assert not (function / package).exists(), f"{package} is shipped"
     # Other entry points: the terminal client, the SQLite store, the HTTP simulator package.
     for path in ("handlers/cli.py", "core/sqlite_store.py", "simulator"):
