@@ -13,7 +13,8 @@ SAM_PYTHON_VERSION ?= 3.13.0
 help:
 	@echo "make serve   run the local server and page on http://$(HOST):$(PORT)"
 	@echo "make test    ruff, mypy --strict, template lint, pytest (unit, integration, browser)"
-	@echo "make bench   measure the relay (bench/results/latest.json)"
+	@echo "make bench   measure the relay and the artifact's cold start (bench/results/latest.json)"
+	@echo "make lock    refresh src/requirements.txt, the Lambda lock, from pyproject.toml"
 	@echo "make build   sam build (python3.13)   make deploy   sam deploy"
 
 $(BIN)/.installed: pyproject.toml
@@ -50,7 +51,8 @@ pytest: venv $(E2E_NODE)
 
 test: lint typecheck cfn-lint pytest
 
-# Starts the simulator and the app on 127.0.0.1 free ports, ~70 s; README "Performance".
+# Starts the simulator and the app on 127.0.0.1 free ports, then builds and cold-starts the
+# Lambda artifact (needs python3.13 on PATH, as make build does), ~130 s; README "Performance".
 bench: venv
 	$(BIN)/python -m bench.run
 

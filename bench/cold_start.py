@@ -29,7 +29,7 @@ READY_TIMEOUT_S = 30.0
 POLL_S = 0.002
 TARGET_FIRST_BYTE_RATIO = 1.3
 TARGET_ZIPPED_MB = 10.0
-MB = 1024 * 1024
+MB = 1_000_000  # decimal megabytes: the stricter reading of "10 MB"
 
 
 def _read_only_launcher() -> list[str]:
@@ -91,6 +91,21 @@ def _start_once(
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _import_profile(log: Path) -> dict[str, float]:
+    """ms per top-level package imported at startup, from `-X importtime` lines in `log`."""
+    totals: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if not line.startswith("import time:") or "|" not in line:
+            continue
+        _, cumulative, name = line.split("|")
+        if name.startswith("  ") or not cumulative.strip().isdigit():
+            continue  # nested (counted in its parent) or the header
+        package = name.strip().split(".")[0]
+        totals[package] = totals.get(package, 0.0) + int(cumulative) / 1000
+    ranked = sorted(totals.items(), key=lambda item: -item[1])
+    return {name: round(ms, 1) for name, ms in ranked if ms >= 5}
 
 
 def _timed(action: Callable[[], Any]) -> float:
@@ -163,6 +178,13 @@ def measure(runs: int) -> dict[str, Any]:
                 )
             print(f"  cold start run {run + 1}/{runs}", flush=True)
         unchanged = all(snapshot(path) == before[name] for name, path in apps.items())
+        # One more start each, untimed, with -X importtime: where the difference goes.
+        imports = {}
+        for name, task_root in apps.items():
+            log = work / f"{name}-imports.log"
+            profile_env = env | {"PYTHONPROFILEIMPORTTIME": "1"}
+            _start_once(task_root, profile_env, free_port(), launcher, log)
+            imports[name] = _import_profile(log)
 
         def median(name: str, index: int) -> float:
             return round(statistics.median(s[index] for s in samples[name]), 1)
@@ -186,6 +208,7 @@ def measure(runs: int) -> dict[str, Any]:
                 "architecture": HOST_ARCH,
                 "read_only_code": "bind mount" if launcher else "no (PYTHONDONTWRITEBYTECODE=1)",
                 "artifacts_unchanged_by_runs": unchanged,
+                "startup_imports_ms": imports,
                 "python": subprocess.run(
                     [str(python_bin / "python"), "--version"],
                     capture_output=True,
@@ -230,6 +253,12 @@ def table(results: dict[str, Any]) -> list[str]:
         f"{size['hello_unzipped']:.2f} MB. Builds: {how['build_s']} s. "
         f"Read-only code: {how['read_only_code']}; artifacts unchanged by the runs: "
         f"{how['artifacts_unchanged_by_runs']}.",
+        "",
+        "Imports at startup, ms per top-level package (one extra run with -X importtime):",
+        *(
+            f"  {name}: " + ", ".join(f"{k} {v:.0f}" for k, v in profile.items())
+            for name, profile in how["startup_imports_ms"].items()
+        ),
     ]
 
 
