@@ -92,7 +92,9 @@ cfn-lint: tools
 build: tools
 	@PYENV_VERSION=$(SAM_PYTHON_VERSION) python3.13 --version >/dev/null 2>&1 || \
 	  { echo "sam build needs python3.13 on PATH (pyenv install $(SAM_PYTHON_VERSION), or your OS package)"; exit 1; }
-	PYENV_VERSION=$(SAM_PYTHON_VERSION) $(SAM) build $(if $(CONFIG_ENV),--config-env $(CONFIG_ENV))
+	@# MAKEFLAGS= : a variable given to this make (`make build ARCH=x86_64`) must not reach
+	@# src/Makefile through sam; the CPU is template.yaml's alone.
+	PYENV_VERSION=$(SAM_PYTHON_VERSION) MAKEFLAGS= $(SAM) build $(if $(CONFIG_ENV),--config-env $(CONFIG_ENV))
 
 # Needs AWS credentials. CONFIG_ENV=prod deploys samconfig.toml's [prod] section.
 deploy: build

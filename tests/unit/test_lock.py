@@ -114,3 +114,12 @@ def test_parse_lock_reads_uvs_format() -> None:
     assert pins["uvloop"].via == (FROM_PYPROJECT,)
     with pytest.raises(AssertionError, match="not pinned"):
         parse_lock("fastapi>=0.135 \\\n    --hash=sha256:" + "d" * 64 + "\n")
+
+
+def test_the_bench_hello_app_runs_the_projects_versions(pins: dict[str, Pin]) -> None:
+    """bench/cold_start.py compares the two apps: same FastAPI, uvicorn, pydantic bytes."""
+    hello = parse_lock((ROOT / "bench" / "hello" / "requirements.txt").read_text(encoding="utf-8"))
+    assert {"fastapi", "uvicorn", "pydantic-core"} <= set(hello)
+    for name, pin in hello.items():
+        assert pins[name].version == pin.version, f"{name}: run `make lock`"
+        assert set(pin.hashes) <= set(pins[name].hashes), name

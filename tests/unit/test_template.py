@@ -7,7 +7,9 @@ that every environment variable must be a Settings field. These tests pin those 
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import stat
 import subprocess
 import tomllib
@@ -143,6 +145,42 @@ def test_architecture_is_chosen_once_so_build_and_deploy_cannot_differ(
             check=True,
         ).stdout.strip()
         assert [built_for] == function["Architectures"], environment
+
+
+def test_make_build_passes_no_architecture_to_the_build(
+    tmp_path: Path, function: dict[str, Any]
+) -> None:
+    """`make build ARCH=...` (or any make variable) never reaches src/Makefile through sam.
+
+    GNU make hands its command-line variables to every make below it (MAKEFLAGS), and sam
+    runs src/Makefile with the environment it was given: a stand-in for sam runs
+    src/Makefile exactly so and reports the CPU it would build for.
+    """
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    tools = tmp_path / "tools" / "bin"
+    tools.mkdir(parents=True)
+    (tools / ".installed").touch()
+    (tools / "uv").touch()
+    sam = tmp_path / "sam"
+    sam.write_text(
+        '#!/bin/sh\nmake --no-print-directory -s -f src/Makefile print-arch > "$ARCH_SEEN"\n'
+    )
+    sam.chmod(0o755)
+    seen = tmp_path / "arch"
+    other = "x86_64" if function["Architectures"] == ["arm64"] else "arm64"
+    run = subprocess.run(
+        ["make", "-s", "build", f"ARCH={other}", f"TOOLS={tmp_path / 'tools'}", f"SAM={sam}"],
+        cwd=ROOT,
+        env=os.environ | {"ARCH_SEEN": str(seen)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if "sam build needs python3.13" in run.stdout + run.stderr:
+        pytest.skip("python3.13 is not on PATH (make build checks it first)")
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert [seen.read_text().strip()] == function["Architectures"]
 
 
 def test_run_sh_is_executable_and_serves_on_the_adapter_port() -> None:
