@@ -22,7 +22,11 @@ ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z: every file's time in the zip `sam
 
 
 def build_env() -> dict[str, str]:
-    return os.environ | {"PYENV_VERSION": SAM_PYTHON_VERSION, "SAM_CLI_TELEMETRY": "0"}
+    """This environment for sam and make, minus an enclosing make's variables (`make test`)."""
+    inherited = {
+        k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+    }
+    return inherited | {"PYENV_VERSION": SAM_PYTHON_VERSION, "SAM_CLI_TELEMETRY": "0"}
 
 
 def python313() -> str | None:
