@@ -607,5 +607,5 @@ def test_prod_has_exact_origins_and_a_concurrency_ceiling(samconfig: dict[str, A
     assert origins and all(re.fullmatch(r"https://[a-z0-9.-]+(:\d+)?", o) for o in origins)
     assert prod["Streaming"] == "true"
     assert int(prod["ReservedConcurrency"]) > 0
-    assert _overrides(samconfig["default"])["LogLevel"] == "INFO"  # DEBUG would log prompts
+    assert _overrides(samconfig["default"])["LogLevel"] == "INFO"  # DEBUG: every library's too
     assert prod["OpenAIApiKeySecretArn"].startswith("arn:aws:secretsmanager:")
