@@ -138,6 +138,9 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if simulated:
             logger.warning("No OPENAI_API_KEY set: the in-process simulated model answers")
+        from handlers.services import warm_up  # Lambda init: boto3 client, Powertools, secrets
+
+        await warm_up(settings, store)
         # Everything built so far lives as long as the process: freezing it keeps the cyclic
         # GC's full collections from rescanning it while streams run.
         gc.collect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import httpx
@@ -14,6 +15,8 @@ from core.settings import Settings
 from core.simulated_model import SimulatedChatModel
 
 SECRET_MAX_AGE_SECONDS = 300
+
+logger = logging.getLogger("sse_chat_agent")
 
 
 class Model(OpenAIChatModel):
@@ -116,3 +119,32 @@ def build_store(settings: Settings) -> SessionStore:
     from core.sqlite_store import SQLiteSessionStore
 
     return SQLiteSessionStore(settings.sqlite_path, ttl_seconds=settings.session_ttl_seconds)
+
+
+async def warm_up(settings: Settings, store: SessionStore) -> None:
+    """On Lambda, do at init what the first request would otherwise pay for.
+
+    Init runs before the Web Adapter's readiness check passes, on the full CPU share, and
+    ahead of any user's request: import boto3 and build the DynamoDB client, import
+    Powertools' Logger and Metrics, and fetch (and cache) the secrets. Off Lambda nothing
+    happens, so `make serve` and the tests start as fast as before. A failure here is logged
+    by type only and left for the request to meet (and report) again.
+    """
+    if not settings.on_lambda:
+        return
+    import anyio
+
+    from core.dynamodb_store import DynamoDBSessionStore
+
+    def imports_and_client() -> None:
+        import aws_lambda_powertools.metrics  # noqa: F401  (the package brings Logger too)
+
+        if isinstance(store, DynamoDBSessionStore):
+            store._get_client()
+
+    try:
+        await anyio.to_thread.run_sync(imports_and_client)
+        await _api_key(settings)
+        await access_key(settings)
+    except Exception as exc:
+        logger.warning("warm-up incomplete: %s", type(exc).__name__)
