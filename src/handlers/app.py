@@ -142,11 +142,15 @@ def create_app(
 
         await warm_up(settings, store)
         # Everything built so far lives as long as the process: freezing it keeps the cyclic
-        # GC's full collections from rescanning it while streams run.
-        gc.collect()
-        gc.freeze()
+        # GC's full collections from rescanning it while many streams run. Not on Lambda: one
+        # request at a time there, and the collection costs about 50 ms of every cold start.
+        frozen = not settings.on_lambda
+        if frozen:
+            gc.collect()
+            gc.freeze()
         yield
-        gc.unfreeze()
+        if frozen:
+            gc.unfreeze()
         await turns.aclose()
         await store.aclose()
         aclose = getattr(chat_model, "aclose", None)
