@@ -78,6 +78,9 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = Field(
         default="", description="proxies whose X-Forwarded-For is trusted; empty: none"
     )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="a new connection must send its request head in time"
+    )
     limit_concurrency: int = Field(
         default=1000, ge=1, description="connections + requests at once before 503s (uvicorn)"
     )

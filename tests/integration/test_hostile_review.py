@@ -522,3 +522,31 @@ def test_stop_ends_the_running_turn_and_stores_it_interrupted(
     assert simulator.log[0]["outcome"] == "client_closed"  # the provider request was closed
     assert http.post(f"{url}/sessions/{session}/stop").status_code == 204
     assert http.post(f"{url}/sessions/{'A' * 22}/stop").status_code == 404
+
+
+def test_connections_that_never_send_a_request_head_are_closed(
+    simulator: SimulatorServer, live_app: AppFactory, http: httpx.Client
+) -> None:
+    """Reproduced: 20,000 idle connections exhausted file descriptors and /healthz failed.
+    Now a new connection has HEADER_TIMEOUT_SECONDS to send its request head: silent ones
+    and trickling ones are closed, and the server keeps answering meanwhile."""
+    url = live_app(settings_for(simulator, header_timeout_seconds=1.0)).url
+    host, port = url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(50)]
+    trickling = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        assert http.get(f"{url}/healthz").status_code == 200
+        started = time.monotonic()
+        for byte in b"GET /healthz HTTP/1.1\r\n":
+            try:
+                trickling.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.1)
+        for sock in [*idle, trickling]:
+            assert sock.recv(1024) == b""  # closed by the server
+        assert time.monotonic() - started < 4
+        assert http.get(f"{url}/healthz").status_code == 200
+    finally:
+        for sock in [*idle, trickling]:
+            sock.close()
