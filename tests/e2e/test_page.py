@@ -70,7 +70,8 @@ def test_reply_streams_in_progressively(page: Any, app_server: AppServer) -> Non
     assert page.evaluate(LAST_AI_TEXT) == WORDS
     assert page.locator("#prompt").is_enabled()
     assert page.evaluate("document.activeElement.id") == "prompt"
-    assert page.locator("#model").inner_text() == "simulator"
+    assert page.locator("#model").inner_text() == "gpt-4.1-mini"
+    assert "sim" not in (page.locator("#model").get_attribute("class") or "").split()
     user_box = page.locator("#log .msg.user").bounding_box()
     ai_box = page.locator("#log .msg.ai").bounding_box()
     assert user_box["x"] > ai_box["x"], "user bubbles sit right, AI bubbles left"
@@ -331,24 +332,42 @@ def test_works_under_a_strict_content_security_policy(page: Any, app_server: App
     assert page.evaluate("window.violations") == []
 
 
-def test_standalone_file_works_with_api_parameter(
-    browser: Any, app_server: AppServer, probe: PageProbe
+def test_page_served_from_another_origin_works_with_api_parameter(
+    browser: Any, app_server: AppServer, static_origin: str, probe: PageProbe
 ) -> None:
-    # GIVEN index.html opened from disk, pointed at the server with ?api=
-    index = ROOT / "src" / "handlers" / "static" / "index.html"
+    # GIVEN the static files served by another host (python -m http.server), pointed at the
+    # server with ?api= (which allows that origin with CORS_ALLOW_ORIGINS)
     context = browser.new_context(viewport={"width": 800, "height": 900})
     try:
         page = context.new_page()
         page.on("pageerror", lambda exc: probe.errors.append(str(exc)))
-        page.goto(f"{index.as_uri()}?api={app_server.url}")
+        page.goto(f"{static_origin}/index.html?api={app_server.url}")
 
         # WHEN the user chats
-        send(page, "Hello from a file")
+        send(page, "Hello from elsewhere")
         page.wait_for_function("() => document.querySelector('#log .msg.ai .meta')")
 
         # THEN the reply streamed from the server named in ?api=
-        assert "Hello from a file" in (page.evaluate(LAST_AI_TEXT) or "")
+        assert "Hello from elsewhere" in (page.evaluate(LAST_AI_TEXT) or "")
+        assert page.locator("#file-note").is_hidden()
         assert not probe.errors
+    finally:
+        context.close()
+
+
+def test_page_opened_from_disk_says_how_to_serve_it(browser: Any, probe: PageProbe) -> None:
+    # GIVEN index.html opened from disk: browsers refuse ES modules from file://
+    index = ROOT / "src" / "handlers" / "static" / "index.html"
+    context = browser.new_context(viewport={"width": 800, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{index.as_uri()}?api=http://127.0.0.1:9")
+
+        # THEN a clear note says to serve the folder, and the composer is disabled
+        note = page.locator("#file-note[role=alert]")
+        note.wait_for()
+        assert "http.server" in note.inner_text()
+        assert page.locator("#prompt").is_disabled()
     finally:
         context.close()
 
@@ -455,27 +474,32 @@ def test_update_readme_screenshot(page: Any, app_server: AppServer) -> None:
 
 
 def test_the_app_serves_the_page_and_its_assets(app_server: AppServer) -> None:
-    # The page references its files relatively (so it also works opened from disk): served at /,
+    # The page references its files relatively (so any static host can serve it): served at /,
     # the app must answer these names next to it.
     expected = {
         "/": "text/html",
-        "/app.js": "javascript",
         "/app.css": "text/css",
         "/favicon.svg": "image/svg+xml",
+        "/vendor/highlight.js/a11y-dark.min.css": "text/css",
+        "/boot.js": "javascript",
     }
+    # ES modules load only with a JavaScript MIME type: every module of the page, vendored too.
+    static = ROOT / "src" / "handlers" / "static"
+    for module in sorted(m for m in static.rglob("*.js") if m.is_file()):
+        expected["/" + module.relative_to(static).as_posix()] = "javascript"
+    assert "/main.js" in expected and "/vendor/marked/marked.esm.js" in expected
     for path, content_type in expected.items():
         response = app_server.http.get(app_server.url + path)
         assert response.status_code == 200, f"GET {path} -> {response.status_code}"
         assert content_type in response.headers["content-type"], (path, response.headers)
-    assert 'src="app.js"' in app_server.http.get(app_server.url + "/").text
+    assert '<script type="module" src="main.js">' in app_server.http.get(app_server.url + "/").text
 
 
 def test_role_parameter_is_passed_through(page: Any, app_server: AppServer) -> None:
     page.goto(app_server.page_url + "?role=concise")
     send(page, "Be brief")
     wait_done(page)
-    log = app_server.http.get(f"{app_server.url}/simulator/_sim/log").json()
-    system = log[-1]["body"]["messages"][0]
+    system = app_server.model_log()[-1]["body"]["messages"][0]
     assert system["role"] == "system" and "as few words" in system["content"]
 
 
@@ -510,3 +534,47 @@ def test_a_passing_failure_becomes_the_reply_not_a_lost_turn(
         ("user", "complete"),
         ("assistant", "complete"),
     ]
+
+
+def test_simulator_badge_follows_the_servers_simulated_flag(
+    page: Any, app_server: AppServer
+) -> None:
+    # GIVEN a server that says it is simulated, on /healthz and on `started`, whatever the
+    # model is called
+    def healthz(route: Any) -> None:
+        route.fulfill(json={"status": "ok", "model": "gpt-4.1-mini", "simulated": True})
+
+    events = [
+        {
+            "lifecycle": "started",
+            "session": "S" * 22,
+            "turn": "t1",
+            "model": "gpt-4.1-mini",
+            "simulated": True,
+        },
+        {"token": "Simulated hello."},
+        {
+            "lifecycle": "done",
+            "finish_reason": "stop",
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+        },
+    ]
+    body = "".join(f"id: e{i}\ndata: {json.dumps(e)}\n\n" for i, e in enumerate(events))
+
+    def chat(route: Any) -> None:
+        route.fulfill(body=body, content_type="text/event-stream")
+
+    page.route("**/healthz", healthz)
+    page.route("**/chat?*", chat)
+    page.goto(app_server.page_url)
+
+    # THEN the badge says "simulator" before any message, and still after a turn
+    badge = page.locator("#model")
+    page.wait_for_function("() => !document.querySelector('#model').hidden")
+    assert badge.inner_text() == "simulator"
+    assert "sim" in (badge.get_attribute("class") or "").split()
+    send(page, "Hi")
+    wait_done(page)
+    assert page.evaluate(LAST_AI_TEXT) == "Simulated hello."
+    assert badge.inner_text() == "simulator"
+    assert "gpt-4.1-mini" in (badge.get_attribute("title") or "")

@@ -1,0 +1,107 @@
+// SSE Chat page: wiring. ES modules, no build step, no inline handlers (script-src 'self').
+//
+// api.js       server URL, access key, per-server storage, JSON endpoints
+// stream.js    the SSE reader for live turns
+// markdown.js  Markdown -> sanitized DOM (marked, DOMPurify, highlight.js), incremental
+// render.js    the conversation log's bubbles, for live replies and history alike
+// chat.js      one turn: send, stream, finish, stop, errors, the access key, history
+// conversations.js  this browser's conversations list (side panel / drawer)
+import { deleteSession, health } from './api.js';
+import * as chat from './chat.js';
+import { ConversationList } from './conversations.js';
+import { announce, clearLog } from './render.js';
+
+const $ = (id) => document.getElementById(id);
+const input = $('prompt');
+const badge = $('model');
+
+function showModel(model, simulated) {
+  if (!model) return;
+  badge.textContent = simulated ? 'simulator' : model;
+  badge.classList.toggle('sim', simulated);
+  badge.title = simulated
+    ? `Replies come from the built-in simulator (${model}): no OpenAI key is configured`
+    : `Model: ${model}`;
+  badge.hidden = false;
+}
+
+async function remove(id) {
+  const status = await deleteSession(id);
+  if (status === 401) {
+    chat.needKey();
+    return;
+  }
+  if (status !== 204 && status !== 404 && !(status >= 200 && status < 300)) {
+    announce(status ? `Could not delete the conversation (HTTP ${status})` : 'The server cannot be reached');
+    return;
+  }
+  conversations.remove(id);
+  if (id === chat.currentSession()) {
+    chat.newChat();
+    conversations.setCurrent(null);
+  }
+  announce('Conversation deleted');
+  input.focus();
+}
+
+const conversations = new ConversationList({
+  onOpen: (id) => {
+    conversations.setCurrent(id);
+    chat.restore(id);
+    input.focus();
+  },
+  onDelete: remove,
+});
+
+chat.events.onSession = (id, prompt) => conversations.touch(id, prompt);
+chat.events.onModel = showModel;
+chat.events.onMissing = (id) => {
+  conversations.remove(id);
+  if (!chat.currentSession()) conversations.setCurrent(null);
+};
+
+$('composer').addEventListener('submit', (event) => {
+  event.preventDefault();
+  const prompt = input.value;
+  if (!prompt.trim() || chat.busy()) return;
+  input.value = '';
+  chat.send(prompt);
+});
+
+$('stop').addEventListener('click', chat.stop);
+
+$('new-chat').addEventListener('click', () => {
+  chat.newChat();
+  conversations.setCurrent(null);
+  chat.hideKeyForm();
+  clearLog();
+  input.value = '';
+  input.focus();
+  announce('New chat started');
+});
+
+for (const button of document.querySelectorAll('.suggestion')) {
+  button.addEventListener('click', () => chat.send(button.textContent));
+}
+
+document.addEventListener('keydown', (event) => {
+  if (event.key !== 'Escape') return;
+  if (conversations.isOpen()) {
+    event.preventDefault();
+    conversations.close();
+  } else if (chat.busy()) {
+    event.preventDefault();
+    chat.stop();
+  }
+});
+
+health().then((info) => {
+  if (info && typeof info.model === 'string' && badge.hidden) {
+    showModel(info.model, info.simulated === true);
+  }
+});
+
+conversations.setCurrent(chat.currentSession());
+chat.restore();
+input.focus();
+document.documentElement.classList.add('ready');
