@@ -63,3 +63,17 @@ def test_page_asks_for_the_access_key_once_and_remembers_it(
     send(page, "Still me")
     wait_done(page, 1)
     assert page.locator("#key-form").is_hidden()
+
+    # AND the conversations list works with the key: switching loads with it, delete sends it
+    sid = page.evaluate("key => localStorage.getItem(key)", f"sse-chat:{locked_server.url}:session")
+    page.click("#new-chat")
+    page.locator("#conv-list .conv-open", has_text="Let me in").click()
+    page.wait_for_function("() => document.querySelectorAll('#log .msg.ai').length === 2")
+    page.get_by_role("button", name="Delete conversation: Let me in").click()
+    page.locator("#conv-empty").wait_for()
+    assert page.locator("#key-form").is_hidden()
+    headers = {"Authorization": f"Bearer {ACCESS_KEY}"}
+    assert (
+        locked_server.http.get(f"{locked_server.url}/sessions/{sid}", headers=headers).status_code
+        == 404
+    )
