@@ -442,35 +442,42 @@ def test_page_is_usable_by_keyboard_alone(page: Any, app_server: AppServer) -> N
     assert ring != "none", "focused controls show a focus ring"
 
 
+SCREENSHOT_REPLY = (
+    "Server-Sent Events push a stream of text events over **one long-lived HTTP "
+    "response**; the browser's `EventSource` (or `fetch`) reads them as they arrive.\n\n"
+    "| | SSE | WebSocket |\n|:--|:--|:--|\n"
+    "| direction | server → client | both ways |\n"
+    "| protocol | plain HTTP | its own |\n"
+    "| reconnect | built in (`Last-Event-ID`) | by hand |\n\n"
+    "```python\nasync def events():\n    async for token in model.stream(prompt):\n"
+    '        yield {"data": json.dumps({"token": token})}\n```'
+)
+
+
 @pytest.mark.skipif(
     not os.environ.get("UPDATE_SCREENSHOT"), reason="set UPDATE_SCREENSHOT=1 to refresh docs/"
 )
 def test_update_readme_screenshot(page: Any, app_server: AppServer) -> None:
-    """Writes docs/screenshot.png: a short conversation with a tool chip and markdown."""
-    page.set_viewport_size({"width": 760, "height": 860})
+    """Writes docs/screenshot.png (desktop) and docs/screenshot-mobile.png (360 px wide)."""
+    page.set_viewport_size({"width": 1100, "height": 860})
     page.goto(app_server.page_url)
+    app_server.script({"content": "Recursion is a function calling itself on a smaller input."})
+    send(page, "Explain recursion in one line")
+    wait_done(page, 1)
+    page.click("#new-chat")
     send(page, "What is 1234 * 5678? Use the calculator.")
     wait_done(page, 1)
-    app_server.script(
-        {
-            "content": (
-                "Server-Sent Events let a server push a stream of text events to the browser "
-                "over one long-lived HTTP response. The browser's **EventSource** API parses "
-                "them for you:\n\n"
-                "- each event is a `data:` line and a blank line\n"
-                "- the connection stays open until the server ends it\n\n"
-                "```js\nconst es = new EventSource('/chat?prompt=hi');\n"
-                "es.onmessage = (e) => console.log(JSON.parse(e.data));\n```"
-            ),
-            "delay_ms": 5,
-        }
-    )
-    send(page, "Explain Server-Sent Events briefly.")
+    app_server.script({"content": SCREENSHOT_REPLY, "delay_ms": 15})
+    send(page, "Compare SSE and WebSockets, with a code sample.")
     wait_done(page, 2)
     page.locator("#prompt").blur()
     page.mouse.move(0, 0)
     (ROOT / "docs").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.evaluate("document.getElementById('log').scrollTop = 1e6")
+    page.wait_for_timeout(200)
+    page.screenshot(path=str(ROOT / "docs" / "screenshot-mobile.png"))
 
 
 def test_the_app_serves_the_page_and_its_assets(app_server: AppServer) -> None:
