@@ -119,3 +119,36 @@ def test_drawer_at_300px_opens_closes_with_escape_and_switches(
     page.wait_for_function(f"() => ({LAST_AI_TEXT})() === 'One.'")
     assert toggle.get_attribute("aria-expanded") == "false"
     assert page.evaluate("document.documentElement.scrollWidth") <= 300
+
+
+def test_a_restored_conversation_missing_from_the_list_joins_it(
+    page: Any, app_server: AppServer
+) -> None:
+    # GIVEN a conversation the list does not hold (started before the list existed)
+    page.goto(app_server.page_url)
+    send(page, "Kept from before")
+    wait_done(page)
+    page.evaluate("key => localStorage.removeItem(key)", f"sse-chat:{app_server.url}:conversations")
+
+    # WHEN the page loads it again
+    page.reload()
+    page.wait_for_function("() => document.querySelectorAll('#log .msg.ai').length === 1")
+
+    # THEN it is listed, titled by its first prompt, as the open one
+    assert titles(page) == ["Kept from before"]
+    assert page.locator("#conv-list [aria-current=true]").count() == 1
+
+
+def test_tabbing_out_of_the_drawer_closes_it(page: Any, app_server: AppServer) -> None:
+    page.set_viewport_size({"width": 300, "height": 640})
+    page.goto(app_server.page_url)
+    page.click("#toggle-conversations")
+    page.wait_for_function("() => document.activeElement.id === 'close-conversations'")
+    page.keyboard.press("Tab")  # past the drawer's last control: its own toggle comes next
+    assert page.evaluate("document.activeElement.id") == "toggle-conversations"
+    assert page.locator("#toggle-conversations").get_attribute("aria-expanded") == "true"
+    page.keyboard.press("Tab")  # on into the page behind it
+    page.wait_for_function(
+        "() => document.getElementById('toggle-conversations').ariaExpanded === 'false'"
+    )
+    assert page.evaluate("document.activeElement.id") == "new-chat"

@@ -21,6 +21,7 @@ export const events = {
   onSession: (_id, _prompt) => {},
   onModel: (_model, _simulated) => {},
   onMissing: (_id) => {},
+  onHistory: (_id, _messages) => {},
 };
 
 let session = store.get('session');
@@ -277,6 +278,7 @@ export async function restore(id = session) {
   clearLog();
   renderHistory(data.messages);
   followLatest();
+  events.onHistory(id, data.messages);
 }
 
 // Leaving the page mid-reply: close the stream so the browser does not hold it open.

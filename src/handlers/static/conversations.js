@@ -44,6 +44,12 @@ export class ConversationList {
     this.closeBtn.addEventListener('click', () => this.close());
     this.scrim.addEventListener('click', () => this.close(false));
     this.narrow.addEventListener('change', () => this.close(false));
+    // The drawer is not modal: moving focus elsewhere (Tab past its end) closes it.
+    document.addEventListener('focusin', (event) => {
+      if (this.isOpen() && !this.panel.contains(event.target) && event.target !== this.toggle) {
+        this.close(false);
+      }
+    });
     this.render();
   }
 
@@ -58,6 +64,16 @@ export class ConversationList {
     this.items = [{ id, title: title || 'Untitled', updated: Date.now() },
       ...this.items.filter((c) => c.id !== id)];
     this.current = id;
+    this.save();
+    this.render();
+  }
+
+  /** A conversation loaded from the server that this list does not know yet (kept elsewhere). */
+  adopt(id, firstPrompt, updated) {
+    if (this.items.some((c) => c.id === id)) return;
+    const title = String(firstPrompt).trim().replace(/\s+/g, ' ').slice(0, TITLE_CHARS);
+    this.items = [...this.items, { id, title: title || 'Untitled', updated }]
+      .sort((a, b) => b.updated - a.updated);
     this.save();
     this.render();
   }

@@ -9,7 +9,7 @@
 import { deleteSession, health } from './api.js';
 import * as chat from './chat.js';
 import { ConversationList } from './conversations.js';
-import { announce, clearLog } from './render.js';
+import { announce } from './render.js';
 
 const $ = (id) => document.getElementById(id);
 const input = $('prompt');
@@ -55,6 +55,13 @@ const conversations = new ConversationList({
 
 chat.events.onSession = (id, prompt) => conversations.touch(id, prompt);
 chat.events.onModel = showModel;
+chat.events.onHistory = (id, messages) => {
+  const first = messages.find((m) => m && m.role === 'user');
+  const last = messages[messages.length - 1];
+  // created_at is epoch seconds.
+  const updated = last && Number.isFinite(last.created_at) ? last.created_at * 1000 : Date.now();
+  if (first) conversations.adopt(id, first.content, updated);
+};
 chat.events.onMissing = (id) => {
   conversations.remove(id);
   if (!chat.currentSession()) conversations.setCurrent(null);
@@ -74,7 +81,6 @@ $('new-chat').addEventListener('click', () => {
   chat.newChat();
   conversations.setCurrent(null);
   chat.hideKeyForm();
-  clearLog();
   input.value = '';
   input.focus();
   announce('New chat started');
