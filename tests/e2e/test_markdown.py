@@ -22,12 +22,14 @@ RICH = """## Results
 
 > A quoted line.
 
-See [the docs](https://example.com/docs) or mail <mailto:team@example.com>.
+See [the docs](https://example.com/docs) or mail <mailto:team@example.com>; the [spec][1].
 
 ```python
 def answer():
     return 42
 ```
+
+[1]: https://example.com/spec
 """
 
 # What the page may ever hold inside a reply (markdown.js ALLOWED_TAGS, plus its own controls).
@@ -83,6 +85,8 @@ def test_markdown_reply_renders_each_element(page: Any, app_server: AppServer) -
     assert link.get_attribute("rel") == "noopener noreferrer"
     assert link.get_attribute("target") == "_blank"
     assert reply.locator("a[href^='mailto:']").count() == 1
+    # a reference-style link resolves although its definition came after the block using it
+    assert reply.locator("a", has_text="spec").get_attribute("href") == "https://example.com/spec"
     code = reply.locator("pre code.language-python")
     assert code.inner_text().rstrip() == "def answer():\n    return 42"
     assert code.locator("span.hljs-keyword").first.inner_text() == "def"

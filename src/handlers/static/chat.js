@@ -173,7 +173,7 @@ function finish(current, how, done) {
   turn = null;
   const { reply } = current;
   reply.setThinking(false);
-  reply.flush();
+  reply.finish();
   if (how === 'done') {
     const parts = [];
     const usage = done && done.usage;

@@ -42,6 +42,7 @@ const ALLOWED_TAGS = [
 ];
 const ALLOWED_ATTR = ['href', 'title', 'start', 'align', 'class'];
 const SAFE_URL = /^(?:https?:|mailto:)/i;
+const LINK_DEFINITION = /^ {0,3}\[[^\]]+\]:/m;
 // Classes the renderer itself writes; anything else the text tries to set is dropped.
 const SAFE_CLASS = /^(?:hljs(?:-[\w-]+)?|language-[\w+-]+|[\w-]+_)$/;
 
@@ -146,7 +147,26 @@ export class MarkdownView {
     if (!this.frame) this.frame = requestAnimationFrame(() => this.flush());
   }
 
-  /** Render what is pending now (the reply ended, or a frame came). */
+  /**
+   * The text is complete: render what is pending. A reference-style link defined below the
+   * block that uses it could not resolve in a block already settled, so such a reply is
+   * rendered whole, once.
+   */
+  finish() {
+    if (this.incremental && LINK_DEFINITION.test(this.text)) {
+      if (this.frame) cancelAnimationFrame(this.frame);
+      this.frame = 0;
+      const fragment = renderMarkdown(this.text);
+      this.decorate(fragment);
+      this.el.replaceChildren(fragment);
+      this.settled = this.text.length;
+      this.tail = [];
+      return;
+    }
+    this.flush();
+  }
+
+  /** Render what is pending now (a frame came). */
   flush() {
     if (this.frame) cancelAnimationFrame(this.frame);
     this.frame = 0;

@@ -169,8 +169,9 @@ export class Reply {
     }
   }
 
-  flush() {
-    for (const segment of this.segments) segment.flush();
+  /** The reply is complete (or stopped): render all of its text now. */
+  finish() {
+    for (const segment of this.segments) segment.finish();
     follow();
   }
 
@@ -252,5 +253,5 @@ export function renderHistory(messages) {
       reply.setChipResult(String(m.tool_call_id), String(m.name || 'tool'), true, content);
     }
   }
-  for (const r of replies) r.flush();
+  for (const r of replies) r.finish();
 }
