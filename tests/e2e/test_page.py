@@ -585,3 +585,33 @@ def test_simulator_badge_follows_the_servers_simulated_flag(
     assert page.evaluate(LAST_AI_TEXT) == "Simulated hello."
     assert badge.inner_text() == "simulator"
     assert "gpt-4.1-mini" in (badge.get_attribute("title") or "")
+
+
+def test_stream_reader_accepts_every_legal_spelling_of_events(
+    page: Any, app_server: AppServer
+) -> None:
+    # GIVEN a stream with CRLF line ends, comments, "data:" without a space, an event the page
+    # does not know, a JSON object split over two data lines, and a non-JSON event
+    started = {"lifecycle": "started", "session": "C" * 22, "turn": "t", "model": "m"}
+    body = (
+        "retry: 1000\r\n\r\n"
+        f"id: a\r\ndata: {json.dumps(started)}\r\n\r\n"
+        ": ping\r\n\r\n"
+        'data:{"token": "Hello"}\r\n\r\n'
+        'data: {"unknown": 1}\r\n\r\n'
+        "data: not json\r\n\r\n"
+        'data: {"token":\r\ndata:  ", world"}\r\n\r\n'
+        'data: {"lifecycle": "done", "finish_reason": "stop"}\r\n\r\n'
+    )
+    page.route(
+        "**/chat?*", lambda route: route.fulfill(body=body, content_type="text/event-stream")
+    )
+    page.goto(app_server.page_url)
+
+    # WHEN a message is sent
+    send(page, "Spell it oddly")
+    wait_done(page)
+
+    # THEN the reply is exactly the tokens, and nothing went wrong
+    assert page.evaluate(LAST_AI_TEXT) == "Hello, world"
+    assert page.locator("#log .msg.error").count() == 0

@@ -26,9 +26,10 @@ export function isEventStream(response) {
 }
 
 /**
- * Feed each JSON object of an SSE body to `onEvent(message, id)` until the body ends.
- * Resolves true if the body ended cleanly, false if it broke off (or was aborted).
- * Events that are not JSON objects are skipped: clients ignore what they do not know.
+ * Feed each JSON object of an SSE body to `onEvent(message, id)` until the body ends or
+ * `onEvent` returns false (the turn is over). Events that are not JSON objects are skipped:
+ * clients ignore what they do not know. Resolves when reading stops, for whatever reason
+ * (the caller knows whether its turn finished).
  */
 export async function readEvents(body, onEvent) {
   const reader = body.getReader();
@@ -36,40 +37,41 @@ export async function readEvents(body, onEvent) {
   let buffer = '';
   let data = [];
   let id = null;
+  /** End of one event (a blank line); false when the reader wants no more. */
   const dispatch = () => {
-    if (data.length) {
-      let message = null;
-      try { message = JSON.parse(data.join('\n')); } catch (_) { message = null; }
-      if (message && typeof message === 'object' && onEvent(message, id) === false) return false;
-    }
+    const lines = data;
     data = [];
-    return true;
+    if (!lines.length) return true;
+    let message = null;
+    try { message = JSON.parse(lines.join('\n')); } catch (_) { return true; }
+    return !(message && typeof message === 'object') || onEvent(message, id) !== false;
   };
   try {
     for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
+      const { value: chunk, done } = await reader.read();
+      if (done) return;
+      buffer += decoder.decode(chunk, { stream: true });
       let end;
       while ((end = buffer.search(/\r\n|\r|\n/)) >= 0) {
         if (buffer[end] === '\r' && end === buffer.length - 1) break; // maybe half of \r\n
         const line = buffer.slice(0, end);
         buffer = buffer.slice(end + (buffer.startsWith('\r\n', end) ? 2 : 1));
         if (line === '') {
-          if (!dispatch()) { reader.cancel().catch(() => {}); return true; }
-          continue;
+          if (!dispatch()) {
+            reader.cancel().catch(() => {});
+            return;
+          }
+        } else if (!line.startsWith(':')) { // a comment (": ping") otherwise
+          const colon = line.indexOf(':');
+          const field = colon < 0 ? line : line.slice(0, colon);
+          let value = colon < 0 ? '' : line.slice(colon + 1);
+          if (value.startsWith(' ')) value = value.slice(1);
+          if (field === 'data') data.push(value);
+          else if (field === 'id' && !value.includes('\0')) id = value;
         }
-        if (line.startsWith(':')) continue;
-        const colon = line.indexOf(':');
-        const field = colon < 0 ? line : line.slice(0, colon);
-        let value_ = colon < 0 ? '' : line.slice(colon + 1);
-        if (value_.startsWith(' ')) value_ = value_.slice(1);
-        if (field === 'data') data.push(value_);
-        else if (field === 'id' && !value_.includes('\0')) id = value_;
       }
     }
-    return true;
   } catch (_) {
-    return false;
+    // aborted (Stop, a finished turn) or the connection dropped: the caller decides
   }
 }
