@@ -615,3 +615,37 @@ def test_stream_reader_accepts_every_legal_spelling_of_events(
     # THEN the reply is exactly the tokens, and nothing went wrong
     assert page.evaluate(LAST_AI_TEXT) == "Hello, world"
     assert page.locator("#log .msg.error").count() == 0
+
+
+def test_reasoning_shows_as_a_collapsed_block_apart_from_the_reply(
+    page: Any, app_server: AppServer
+) -> None:
+    # GIVEN a turn whose model streams reasoning deltas before its reply
+    events = [
+        {"lifecycle": "started", "session": "R" * 22, "turn": "t", "model": "m"},
+        {"reasoning": "The user wants a greeting. "},
+        {"reasoning": "Keep it short."},
+        {"token": "Hi **there**."},
+        {"lifecycle": "done", "finish_reason": "stop"},
+    ]
+    body = "".join(f"data: {json.dumps(e)}\n\n" for e in events)
+    page.route(
+        "**/chat?*", lambda route: route.fulfill(body=body, content_type="text/event-stream")
+    )
+    page.goto(app_server.page_url)
+
+    # WHEN it is shown
+    send(page, "Greet me")
+    wait_done(page)
+
+    # THEN the reasoning sits in a closed <details>, as text, and the reply is only the tokens
+    block = page.locator("#log .msg.ai details.reasoning")
+    assert block.count() == 1
+    assert block.get_attribute("open") is None
+    assert block.locator("summary").inner_text() == "Reasoning"
+    assert not block.locator(".reasoning-text").is_visible()
+    assert page.evaluate(LAST_AI_TEXT) == "Hi there."
+    block.locator("summary").click()
+    assert block.locator(".reasoning-text").inner_text() == (
+        "The user wants a greeting. Keep it short."
+    )

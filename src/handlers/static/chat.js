@@ -148,6 +148,8 @@ function handle(current, msg) {
       events.onSession(msg.session, current.prompt);
     }
     if (typeof msg.model === 'string') events.onModel(msg.model, msg.simulated === true);
+  } else if (typeof msg.reasoning === 'string') {
+    reply.appendReasoning(msg.reasoning);
   } else if (typeof msg.token === 'string') {
     if (current.firstTokenAt === null && msg.token) current.firstTokenAt = performance.now();
     reply.appendText(msg.token);

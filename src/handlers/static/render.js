@@ -133,7 +133,22 @@ export class Reply {
     this.text = '';
     this.chips = new Map();
     this.thinking = null;
+    this.reasoning = null; // the collapsed block reasoning deltas go to
     addToLog(this.node);
+  }
+
+  /** Reasoning is not the reply: plain text in a collapsed block, where it first arrived. */
+  appendReasoning(text) {
+    if (!text) return;
+    if (!this.reasoning) {
+      const block = el('details', 'reasoning');
+      const body = el('div', 'reasoning-text');
+      block.append(el('summary', '', 'Reasoning'), body);
+      this.body.appendChild(block);
+      this.reasoning = body;
+      this.segment = null; // reply text after it starts below it
+    }
+    this.reasoning.appendChild(document.createTextNode(text));
   }
 
   setThinking(on) {
@@ -243,6 +258,7 @@ export function renderHistory(messages) {
         reply = new Reply();
         replies.push(reply);
       }
+      if (typeof m.reasoning === 'string') reply.appendReasoning(m.reasoning);
       reply.appendText(content);
       for (const call of Array.isArray(m.tool_calls) ? m.tool_calls : []) {
         reply.addChip(String(call.id), String(call.name || 'tool'));
