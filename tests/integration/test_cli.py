@@ -14,6 +14,7 @@ import subprocess
 import sys
 import termios
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -334,3 +335,21 @@ def test_piped_output_is_the_exact_reply_even_for_markdown(
 
     assert result.returncode == 0, result.stderr
     assert result.stdout == (MARKDOWN_REPLY + "\n").encode()
+
+
+def test_on_a_terminal_without_rich_the_reply_is_plain_text(
+    live_app: AppFactory, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    # GIVEN an environment where `import rich` fails (rich is an optional extra)
+    url = live_app().url
+    simulator.sim.script({"content": MARKDOWN_REPLY})
+    (tmp_path / "rich").mkdir()
+    (tmp_path / "rich" / "__init__.py").write_text("raise ImportError('rich is not installed')\n")
+    env = terminal_env(url) | {"PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+
+    # WHEN the CLI runs on a terminal
+    code, screen, err = run_on_a_terminal("ask", "plan it", env=env)
+
+    # THEN it still works, printing the raw text
+    assert code == 0, err
+    assert screen.replace("\r\n", "\n") == MARKDOWN_REPLY + "\n"
