@@ -168,6 +168,11 @@ def test_stop_closes_the_stream_and_keeps_the_partial_reply(
 ) -> None:
     # GIVEN a slow reply
     app_server.script({"content": WORDS + " " + WORDS, "delay_ms": 150})
+    stops: list[str] = []
+    page.on(
+        "request",
+        lambda r: stops.append(r.url) if r.method == "POST" and r.url.endswith("/stop") else None,
+    )
     page.goto(app_server.page_url)
     send(page, "Talk slowly")
     page.wait_for_function(f"() => ({LAST_AI_TEXT})()?.length > 10")
@@ -185,9 +190,10 @@ def test_stop_closes_the_stream_and_keeps_the_partial_reply(
     assert page.locator("#stop").is_hidden()
     assert page.evaluate("document.activeElement.id") == "prompt"
 
-    # AND the server recorded the interrupted reply (the browser really closed the stream)
+    # AND the page asked the server to stop the turn, which recorded the interrupted reply
     sid = session_id(page, app_server)
     assert sid
+    assert stops == [f"{app_server.url}/sessions/{sid}/stop"]
     deadline = time.monotonic() + 10
     while True:
         messages = app_server.session(sid).json()["messages"]
@@ -649,3 +655,41 @@ def test_reasoning_shows_as_a_collapsed_block_apart_from_the_reply(
     assert block.locator(".reasoning-text").inner_text() == (
         "The user wants a greeting. Keep it short."
     )
+
+
+def test_stop_before_the_session_is_named_still_stops_that_turn(
+    page: Any, app_server: AppServer
+) -> None:
+    # GIVEN a first message whose response has not started yet
+    held: list[Any] = []
+    stops: list[str] = []
+    page.route("**/chat?*", lambda route: held.append(route))
+    page.route(
+        "**/stop", lambda route: (stops.append(route.request.url), route.fulfill(status=202))
+    )
+    page.goto(app_server.page_url)
+    send(page, "Stop me early")
+    page.wait_for_function(
+        "() => document.querySelector('#stop') && !document.querySelector('#stop').hidden"
+    )
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
+    assert held
+
+    # WHEN Stop is pressed, and only then does the stream start
+    page.click("#stop")
+    page.locator("#log .msg.ai .meta.stopped").wait_for()
+    sid = "E" * 22
+    started = {"lifecycle": "started", "session": sid, "turn": "t", "model": "m"}
+    body = f"data: {json.dumps(started)}\n\n" + 'data: {"token": "late text"}\n\n'
+    held[0].fulfill(body=body, content_type="text/event-stream")
+
+    # THEN the page stops that turn on the server, keeps the conversation, shows no late text
+    deadline = time.monotonic() + 10
+    while not stops and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
+    assert stops == [f"{app_server.url}/sessions/{sid}/stop"]
+    assert session_id(page, app_server) == sid
+    assert page.locator("#conv-list .conv-title").all_inner_texts() == ["Stop me early"]
+    assert "late text" not in (page.evaluate(LAST_AI_TEXT) or "")

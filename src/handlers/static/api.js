@@ -85,6 +85,13 @@ export async function deleteSession(id) {
   }
 }
 
+/** POST /sessions/{id}/stop: ask the server to end the session's running turn (best effort). */
+export async function stopSession(id) {
+  try {
+    await fetch(`${sessionUrl(id)}/stop`, { method: 'POST', headers: auth.headers() });
+  } catch (_) { /* the stream is closed anyway */ }
+}
+
 /** GET /healthz as JSON, or null. */
 export async function health() {
   try {

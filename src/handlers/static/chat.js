@@ -3,7 +3,7 @@
 // Protocol (DESIGN §4): GET {api}/chat?prompt=..&session=.. answers an event stream of JSON
 // messages: started, token, tool_call, tool_result, error, done. The stream is closed on done
 // and on error, and nothing reconnects on its own (that would start a second turn).
-import { API, auth, chatUrl, fetchSession, store } from './api.js';
+import { API, auth, chatUrl, fetchSession, stopSession, store } from './api.js';
 import { isEventStream, openStream, readEvents } from './stream.js';
 import {
   Reply, announce, clearLog, errorBubble, followLatest, noteBubble, renderHistory, userBubble,
@@ -72,6 +72,8 @@ export function send(prompt, { retry = false, renewed = false } = {}) {
     reply,
     renewed,
     controller: new AbortController(),
+    session: null, // named by `started`
+    stopPending: false, // stopped before `started` named the session: stop it when it does
     startedAt: performance.now(),
     firstTokenAt: null,
   };
@@ -83,10 +85,18 @@ async function run(current) {
   const url = chatUrl(current.prompt, session);
   const options = { headers: auth.headers(), signal: current.controller.signal };
   let { response } = await openStream(url, options);
+  if (current.stopPending) {
+    await stopWhenStarted(current, response);
+    return;
+  }
   if (turn !== current) return; // stopped meanwhile
   if (!response) {
     // One more attempt: a passing network failure should not cost the user the turn.
     ({ response } = await openStream(url, options));
+    if (current.stopPending) {
+      await stopWhenStarted(current, response);
+      return;
+    }
     if (turn !== current) return;
   }
   if (!response) {
@@ -97,6 +107,10 @@ async function run(current) {
   }
   if (response.ok && isEventStream(response)) {
     await readEvents(response.body, (message) => {
+      if (current.stopPending) {
+        stopStarted(current, message);
+        return false;
+      }
       if (turn !== current) return false;
       handle(current, message);
       return turn === current;
@@ -108,6 +122,29 @@ async function run(current) {
     return;
   }
   await refused(current, response);
+}
+
+/**
+ * Stop was pressed before the server named the turn's session: the turn runs on without a
+ * reader, so read on until `started` says which session to stop, then stop it.
+ */
+async function stopWhenStarted(current, response) {
+  if (response && response.ok && isEventStream(response)) {
+    await readEvents(response.body, (message) => {
+      stopStarted(current, message);
+      return false;
+    });
+  }
+  current.controller.abort();
+}
+
+function stopStarted(current, message) {
+  current.controller.abort();
+  if (message.lifecycle !== 'started' || typeof message.session !== 'string') return;
+  stopSession(message.session);
+  // Keep the conversation: it holds this prompt now.
+  if (!turn && !session) setSession(message.session);
+  events.onSession(message.session, current.prompt);
 }
 
 /** The server refused the turn before streaming: say why, in its own words. */
@@ -144,6 +181,7 @@ function handle(current, msg) {
   const { reply } = current;
   if (msg.lifecycle === 'started') {
     if (typeof msg.session === 'string' && msg.session) {
+      current.session = msg.session;
       setSession(msg.session);
       events.onSession(msg.session, current.prompt);
     }
@@ -171,7 +209,8 @@ const seconds = (ms) => `${(ms / 1000).toFixed(1)} s`;
 
 function finish(current, how, done) {
   if (turn !== current) return;
-  current.controller.abort();
+  if (how === 'stopped' && !current.session) current.stopPending = true;
+  else current.controller.abort();
   turn = null;
   const { reply } = current;
   reply.setThinking(false);
@@ -199,8 +238,14 @@ function finish(current, how, done) {
   setStreaming(false);
 }
 
+/**
+ * Stop the reply: ask the server to end the turn (it runs on without readers otherwise; the
+ * reply so far is stored as interrupted), and close the stream so no more text arrives.
+ */
 export function stop() {
-  if (turn) finish(turn, 'stopped');
+  if (!turn) return;
+  if (turn.session) stopSession(turn.session);
+  finish(turn, 'stopped');
 }
 
 // ---------- access key ----------
