@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import AppServer, PageProbe, _open_page, serve_app
+from .conftest import ROOT, AppServer, PageProbe, _open_page, serve_app
 from .test_page import LAST_AI_TEXT, send, wait_done
 
 ACCESS_KEY = "page-test-key-0123456789"
@@ -77,3 +77,13 @@ def test_page_asks_for_the_access_key_once_and_remembers_it(
         locked_server.http.get(f"{locked_server.url}/sessions/{sid}", headers=headers).status_code
         == 404
     )
+
+
+def test_every_page_file_is_served_without_the_key(locked_server: AppServer) -> None:
+    # The page must load before it can ask for the key: no file of it may fall under a guarded
+    # path (the guard matches /chat and /sessions as prefixes: a chat.js would be refused).
+    static = ROOT / "src" / "handlers" / "static"
+    for file in sorted(p for p in static.rglob("*") if p.is_file()):
+        path = "/" + file.relative_to(static).as_posix()
+        response = locked_server.http.get(locked_server.url + path)
+        assert response.status_code == 200, f"GET {path} -> {response.status_code}"

@@ -4,10 +4,10 @@
 // stream.js    the SSE reader for live turns
 // markdown.js  Markdown -> sanitized DOM (marked, DOMPurify, highlight.js), incremental
 // render.js    the conversation log's bubbles, for live replies and history alike
-// chat.js      one turn: send, stream, finish, stop, errors, the access key, history
+// turn.js      one turn: send, stream, finish, stop, errors, the access key, history
 // conversations.js  this browser's conversations list (side panel / drawer)
 import { deleteSession, health } from './api.js';
-import * as chat from './chat.js';
+import * as turn from './turn.js';
 import { ConversationList } from './conversations.js';
 import { announce } from './render.js';
 
@@ -28,7 +28,7 @@ function showModel(model, simulated) {
 async function remove(id) {
   const status = await deleteSession(id);
   if (status === 401) {
-    chat.needKey();
+    turn.needKey();
     return;
   }
   if (status !== 204 && status !== 404 && !(status >= 200 && status < 300)) {
@@ -36,8 +36,8 @@ async function remove(id) {
     return;
   }
   conversations.remove(id);
-  if (id === chat.currentSession()) {
-    chat.newChat();
+  if (id === turn.currentSession()) {
+    turn.newChat();
     conversations.setCurrent(null);
   }
   announce('Conversation deleted');
@@ -47,47 +47,47 @@ async function remove(id) {
 const conversations = new ConversationList({
   onOpen: (id) => {
     conversations.setCurrent(id);
-    chat.restore(id);
+    turn.restore(id);
     input.focus();
   },
   onDelete: remove,
 });
 
-chat.events.onSession = (id, prompt) => conversations.touch(id, prompt);
-chat.events.onModel = showModel;
-chat.events.onHistory = (id, messages) => {
+turn.events.onSession = (id, prompt) => conversations.touch(id, prompt);
+turn.events.onModel = showModel;
+turn.events.onHistory = (id, messages) => {
   const first = messages.find((m) => m && m.role === 'user');
   const last = messages[messages.length - 1];
   // created_at is epoch seconds.
   const updated = last && Number.isFinite(last.created_at) ? last.created_at * 1000 : Date.now();
   if (first) conversations.adopt(id, first.content, updated);
 };
-chat.events.onMissing = (id) => {
+turn.events.onMissing = (id) => {
   conversations.remove(id);
-  if (!chat.currentSession()) conversations.setCurrent(null);
+  if (!turn.currentSession()) conversations.setCurrent(null);
 };
 
 $('composer').addEventListener('submit', (event) => {
   event.preventDefault();
   const prompt = input.value;
-  if (!prompt.trim() || chat.busy()) return;
+  if (!prompt.trim() || turn.busy()) return;
   input.value = '';
-  chat.send(prompt);
+  turn.send(prompt);
 });
 
-$('stop').addEventListener('click', chat.stop);
+$('stop').addEventListener('click', turn.stop);
 
 $('new-chat').addEventListener('click', () => {
-  chat.newChat();
+  turn.newChat();
   conversations.setCurrent(null);
-  chat.hideKeyForm();
+  turn.hideKeyForm();
   input.value = '';
   input.focus();
   announce('New chat started');
 });
 
 for (const button of document.querySelectorAll('.suggestion')) {
-  button.addEventListener('click', () => chat.send(button.textContent));
+  button.addEventListener('click', () => turn.send(button.textContent));
 }
 
 document.addEventListener('keydown', (event) => {
@@ -95,9 +95,9 @@ document.addEventListener('keydown', (event) => {
   if (conversations.isOpen()) {
     event.preventDefault();
     conversations.close();
-  } else if (chat.busy()) {
+  } else if (turn.busy()) {
     event.preventDefault();
-    chat.stop();
+    turn.stop();
   }
 });
 
@@ -107,7 +107,7 @@ health().then((info) => {
   }
 });
 
-conversations.setCurrent(chat.currentSession());
-chat.restore();
+conversations.setCurrent(turn.currentSession());
+turn.restore();
 input.focus();
 document.documentElement.classList.add('ready');
