@@ -14,6 +14,7 @@ help:
 	@echo "make serve   run the local server and page on http://$(HOST):$(PORT)"
 	@echo "make test    ruff, mypy --strict, template lint, pytest (unit, integration, browser)"
 	@echo "make bench   measure the relay (bench/results/latest.json)"
+	@echo "make vendor  copy the page's pinned libraries from tests/e2e/node_modules to static/vendor/"
 	@echo "make build   sam build (python3.13)   make deploy   sam deploy"
 
 $(BIN)/.installed: pyproject.toml
