@@ -8,13 +8,14 @@ BIN := $(VENV)/bin
 SAM_PYTHON_VERSION ?= 3.13.0
 
 .DEFAULT_GOAL := help
-.PHONY: help venv serve test lint typecheck pytest cfn-lint tools build deploy bench lock clean
+.PHONY: help venv serve test lint typecheck pytest cfn-lint tools build deploy bench lock clean vendor
 
 help:
 	@echo "make serve   run the local server and page on http://$(HOST):$(PORT)"
 	@echo "make test    ruff, mypy --strict, template lint, pytest (unit, integration, browser)"
 	@echo "make bench   measure the relay and the artifact's cold start (bench/results/latest.json)"
 	@echo "make lock    refresh src/requirements.txt, the Lambda lock, from pyproject.toml"
+	@echo "make vendor  copy the page's pinned libraries from tests/e2e/node_modules to static/vendor/"
 	@echo "make build   sam build (python3.13)   make deploy   sam deploy"
 
 $(BIN)/.installed: pyproject.toml
@@ -36,12 +37,17 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-# axe-core for the browser tests' accessibility scan (injected into the page; no build step).
+# axe-core for the browser tests' accessibility scan (injected into the page; no build step),
+# and the page's vendored modules (`make vendor`).
 E2E_NODE := tests/e2e/node_modules/.installed
 $(E2E_NODE): tests/e2e/package.json tests/e2e/package-lock.json
 	@command -v npm >/dev/null || { echo "npm is needed for the browser tests' axe-core (apt-get install npm)"; exit 1; }
 	npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# The page's Markdown, sanitizer and highlighter, exactly as pinned in tests/e2e/package-lock.json.
+vendor: venv $(E2E_NODE)
+	$(BIN)/python -m tests.e2e.vendor
 
 # Two runs: Playwright's sync API leaves an event loop on the main thread, which would break
 # the asyncio tests that follow it in the same process.

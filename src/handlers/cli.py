@@ -1,10 +1,12 @@
 """`sse-chat`: a terminal client for the chat service (the tutorial's "Fetch Streamed + Parse SSE").
 
-    sse-chat ask "What is 6*7?" [--url URL] [--session ID] [--role R] [--json] [--key KEY]
-    sse-chat chat [--url URL] [--session ID] [--role R] [--json] [--key KEY]
+    sse-chat ask "What is 6*7?" [--url URL] [--session ID] [--role R] [--json] [--plain] [--key KEY]
+    sse-chat chat [--url URL] [--session ID] [--role R] [--json] [--plain] [--key KEY]
 
 Tokens go to stdout as they arrive; tool calls, the session id and errors go to stderr, so
-`sse-chat ask ... > reply.txt` captures exactly the reply. Exit codes: 0 the turn finished,
+`sse-chat ask ... > reply.txt` captures exactly the reply. When stdout is a terminal and `rich`
+is installed (the `cli` extra), the reply is shown as rendered Markdown, redrawn while it
+streams; `--plain` prints the raw text instead. Exit codes: 0 the turn finished,
 1 the server sent an `{"error"}` event (or the stream broke off), 2 the request was refused
 (HTTP 4xx/5xx, with the server's message) or the server could not be reached, 130 interrupted.
 """
@@ -76,6 +78,67 @@ class _Terminal:
             self.err.write("\n")
         self.err.write(text + "\n")
         self.err.flush()
+
+
+class _MarkdownTerminal(_Terminal):
+    """Shows the reply as Markdown rendered by rich, redrawn in place while tokens arrive.
+
+    Each stretch of text between notes (tool calls) is one live display; a note ends it, so the
+    note prints below the rendered text instead of inside a redraw.
+    """
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        super().__init__(out, err)
+        from rich.console import Console
+
+        self.console = Console(file=out)
+        self.text = ""
+        self.live: Any = None
+
+    def _markdown(self) -> Any:
+        from rich.markdown import Markdown
+
+        return Markdown(self.text)
+
+    def token(self, text: str) -> None:
+        if not text:
+            return
+        self.text += text
+        if self.live is None:
+            from rich.live import Live
+
+            # Parsing happens at each refresh (get_renderable), not at each token.
+            self.live = Live(
+                console=self.console,
+                get_renderable=self._markdown,
+                refresh_per_second=10,
+                vertical_overflow="visible",
+                redirect_stdout=False,
+                redirect_stderr=False,
+            )
+            self.live.start()
+
+    def end_reply(self) -> None:
+        if self.live is not None:
+            self.live.refresh()
+            self.live.stop()
+            self.live = None
+        self.text = ""
+
+    def note(self, text: str) -> None:
+        self.end_reply()
+        self.err.write(text + "\n")
+        self.err.flush()
+
+
+def _terminal(out: TextIO, err: TextIO, *, plain: bool) -> _Terminal:
+    """Markdown for a person at a terminal; the exact reply text for pipes, files and --plain."""
+    if plain or not _isatty(out):
+        return _Terminal(out, err)
+    try:
+        return _MarkdownTerminal(out, err)
+    except ImportError:  # rich is optional: `pip install 'sse-chat-agent[cli]'`
+        return _Terminal(out, err)
 
 
 def _isatty(stream: TextIO) -> bool:
@@ -276,6 +339,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--role", help="a named agent role the server knows")
     common.add_argument("--json", action="store_true", help="print each raw event as a JSON line")
     common.add_argument(
+        "--plain",
+        action="store_true",
+        help="print the reply's raw text even on a terminal (no Markdown rendering)",
+    )
+    common.add_argument(
         "--key",
         default=os.environ.get(KEY_ENV) or None,
         help=f"access key, if the server requires one (default: ${KEY_ENV})",
@@ -300,7 +368,7 @@ def run(
 ) -> int:
     """The whole CLI with injectable streams; returns the exit code."""
     args = _parser().parse_args(argv)
-    term = _Terminal(stdout or sys.stdout, stderr or sys.stderr)
+    term = _terminal(stdout or sys.stdout, stderr or sys.stderr, plain=args.plain or args.json)
     try:
         if args.command == "ask":
             return _ask(args, term)

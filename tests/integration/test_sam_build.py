@@ -104,6 +104,8 @@ def test_artifact_holds_run_sh_the_page_the_code_and_the_dependencies(
     assert run_sh.is_file()
     assert run_sh.stat().st_mode & 0o111 == 0o111, "run.sh lost its run bit in the artifact"
     assert (function / "handlers" / "static" / "index.html").is_file()
+    assert (function / "handlers" / "static" / "main.js").is_file()
+    assert (function / "handlers" / "static" / "vendor" / "marked" / "marked.esm.js").is_file()
     assert (function / "handlers" / "app.py").is_file()
     assert (function / "core" / "settings.py").is_file()
     packages = ("fastapi", "uvicorn", "mangum", "pydantic", "pydantic_core", "httpx_sse")
