@@ -295,8 +295,9 @@ def create_app(
     async def page() -> FileResponse:
         return FileResponse(str(STATIC_DIR.joinpath("index.html")), media_type="text/html")
 
-    # The page references its files relatively (main.js next to index.html), so it also works
-    # opened as a file; served here they sit at the root, after every route.
+    # The page references its files relatively (main.js next to index.html), so any static host
+    # can serve it too (pointed here with ?api=); served here they sit at the root, after every
+    # route.
     app.mount("/", PageFiles(directory=str(STATIC_DIR)), name="static")
     return app
 
