@@ -36,6 +36,7 @@ EXIT_INTERRUPTED = 130
 # Connecting should be quick; between events the server sends `: ping` at least every 15 s.
 TIMEOUT = httpx.Timeout(10.0, read=60.0)
 _TOOL_OUTPUT_CHARS = 200
+_DIM, _UNDIM = "\x1b[2m", "\x1b[22m"  # SGR faint on and off
 
 
 @dataclass(slots=True)
@@ -59,21 +60,43 @@ class _Terminal:
         self.err = err
         self.mid_line = False
         self.shared_tty = _isatty(out) and _isatty(err)
+        self.dim = _isatty(err)
+        self.mid_reasoning = False
+
+    def reasoning(self, text: str) -> None:
+        """The model's reasoning, to stderr (dimmed on a terminal): never part of the reply."""
+        if not text:
+            return
+        if self.mid_line and self.shared_tty:
+            self.err.write("\n")
+            self.mid_line = False
+        self.err.write(f"{_DIM}{text}{_UNDIM}" if self.dim else text)
+        self.err.flush()
+        self.mid_reasoning = not text.endswith("\n")
+
+    def end_reasoning(self) -> None:
+        if self.mid_reasoning:
+            self.err.write("\n")
+            self.err.flush()
+            self.mid_reasoning = False
 
     def token(self, text: str) -> None:
         if not text:
             return
+        self.end_reasoning()
         self.out.write(text)
         self.out.flush()
         self.mid_line = not text.endswith("\n")
 
     def end_reply(self) -> None:
+        self.end_reasoning()
         if self.mid_line:
             self.out.write("\n")
             self.out.flush()
             self.mid_line = False
 
     def note(self, text: str) -> None:
+        self.end_reasoning()
         if self.mid_line and self.shared_tty:
             self.err.write("\n")
         self.err.write(text + "\n")
@@ -100,9 +123,15 @@ class _MarkdownTerminal(_Terminal):
 
         return Markdown(self.text)
 
+    def reasoning(self, text: str) -> None:
+        if text and self.live is not None:
+            self.end_reply()  # reasoning after some reply text: below the rendered part
+        super().reasoning(text)
+
     def token(self, text: str) -> None:
         if not text:
             return
+        self.end_reasoning()
         self.text += text
         if self.live is None:
             from rich.live import Live
@@ -119,6 +148,7 @@ class _MarkdownTerminal(_Terminal):
             self.live.start()
 
     def end_reply(self) -> None:
+        self.end_reasoning()
         if self.live is not None:
             self.live.refresh()
             self.live.stop()
@@ -175,6 +205,7 @@ def run_turn(
     role: str | None,
     raw_json: bool,
     term: _Terminal,
+    show_reasoning: bool = True,
 ) -> TurnResult:
     """POST one prompt to `/chat` and render its event stream; never raises for server trouble."""
     body: dict[str, Any] = {"prompt": prompt}
@@ -205,7 +236,9 @@ def run_turn(
                     continue  # not ours to understand: clients ignore what they do not know
                 if not isinstance(event, dict):
                     continue
-                finished = _handle(event, result, term, show=not raw_json)
+                finished = _handle(
+                    event, result, term, show=not raw_json, show_reasoning=show_reasoning
+                )
                 if finished:
                     return result
     except SSEError as exc:
@@ -226,7 +259,14 @@ def run_turn(
     return result
 
 
-def _handle(event: dict[str, Any], result: TurnResult, term: _Terminal, *, show: bool) -> bool:
+def _handle(
+    event: dict[str, Any],
+    result: TurnResult,
+    term: _Terminal,
+    *,
+    show: bool,
+    show_reasoning: bool = True,
+) -> bool:
     """Apply one protocol event; True when it was the turn's last (done or error)."""
     if event.get("lifecycle") == "started":
         session = event.get("session")
@@ -235,6 +275,9 @@ def _handle(event: dict[str, Any], result: TurnResult, term: _Terminal, *, show:
                 model = event.get("model")
                 term.note(f"session: {session}" + (f"  (model: {model})" if model else ""))
             result.session = session
+    elif isinstance(event.get("reasoning"), str):
+        if show and show_reasoning:
+            term.reasoning(event["reasoning"])
     elif isinstance(event.get("token"), str):
         if show:
             term.token(event["token"])
@@ -276,6 +319,7 @@ def _ask(args: argparse.Namespace, term: _Terminal) -> int:
             role=args.role,
             raw_json=args.json,
             term=term,
+            show_reasoning=not args.hide_reasoning,
         )
     return result.exit_code
 
@@ -316,6 +360,7 @@ def _chat(args: argparse.Namespace, term: _Terminal, stdin: TextIO) -> int:
                     role=args.role,
                     raw_json=args.json,
                     term=term,
+                    show_reasoning=not args.hide_reasoning,
                 )
             except KeyboardInterrupt:
                 term.end_reply()
@@ -338,6 +383,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--session", help="continue this session id")
     common.add_argument("--role", help="a named agent role the server knows")
     common.add_argument("--json", action="store_true", help="print each raw event as a JSON line")
+    common.add_argument(
+        "--hide-reasoning",
+        action="store_true",
+        help="do not print the model's reasoning (shown dimmed on stderr by default)",
+    )
     common.add_argument(
         "--plain",
         action="store_true",

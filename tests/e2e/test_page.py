@@ -623,38 +623,43 @@ def test_stream_reader_accepts_every_legal_spelling_of_events(
     assert page.locator("#log .msg.error").count() == 0
 
 
-def test_reasoning_shows_as_a_collapsed_block_apart_from_the_reply(
-    page: Any, app_server: AppServer
+def test_reasoning_shows_as_a_thinking_block_open_while_it_streams_then_folded(
+    axe_page: Any, app_server: AppServer, axe_script: Path
 ) -> None:
-    # GIVEN a turn whose model streams reasoning deltas before its reply
-    events = [
-        {"lifecycle": "started", "session": "R" * 22, "turn": "t", "model": "m"},
-        {"reasoning": "The user wants a greeting. "},
-        {"reasoning": "Keep it short."},
-        {"token": "Hi **there**."},
-        {"lifecycle": "done", "finish_reason": "stop"},
-    ]
-    body = "".join(f"data: {json.dumps(e)}\n\n" for e in events)
-    page.route(
-        "**/chat?*", lambda route: route.fulfill(body=body, content_type="text/event-stream")
-    )
+    page = axe_page
+    # GIVEN a model that reasons slowly, then answers
+    thought = "The user wants a greeting. Keep it short and friendly."
+    app_server.script({"reasoning": thought, "content": "Hi **there**.", "delay_ms": 150})
     page.goto(app_server.page_url)
 
-    # WHEN it is shown
+    # WHEN the reply streams, THEN the Thinking block is open while the reasoning arrives
     send(page, "Greet me")
-    wait_done(page)
-
-    # THEN the reasoning sits in a closed <details>, as text, and the reply is only the tokens
     block = page.locator("#log .msg.ai details.reasoning")
-    assert block.count() == 1
+    block.wait_for()
+    assert block.locator("summary").inner_text() == "Thinking"
+    assert block.get_attribute("open") is not None
+    page.wait_for_function(
+        "() => (document.querySelector('#log .msg.ai .reasoning-text')?.textContent || '')"
+        ".includes('short')"
+    )
+    assert page.evaluate(LAST_AI_TEXT) in ("", None)  # no reply text yet: it is not content
+
+    # AND it folds away when the first token arrives; it opens again on demand
+    wait_done(page)
     assert block.get_attribute("open") is None
-    assert block.locator("summary").inner_text() == "Reasoning"
-    assert not block.locator(".reasoning-text").is_visible()
     assert page.evaluate(LAST_AI_TEXT) == "Hi there."
     block.locator("summary").click()
-    assert block.locator(".reasoning-text").inner_text() == (
-        "The user wants a greeting. Keep it short."
-    )
+    assert block.locator(".reasoning-text").inner_text() == thought
+    assert _serious_violations(page, axe_script) == []
+
+    # AND after a reload the block comes back from history, folded, with the same text
+    page.reload()
+    restored = page.locator("#log .msg.ai details.reasoning")
+    restored.wait_for()
+    assert restored.get_attribute("open") is None
+    restored.locator("summary").click()
+    assert restored.locator(".reasoning-text").inner_text() == thought
+    assert page.evaluate(LAST_AI_TEXT) == "Hi there."
 
 
 def test_stop_before_the_session_is_named_still_stops_that_turn(

@@ -353,3 +353,53 @@ def test_on_a_terminal_without_rich_the_reply_is_plain_text(
     # THEN it still works, printing the raw text
     assert code == 0, err
     assert screen.replace("\r\n", "\n") == MARKDOWN_REPLY + "\n"
+
+
+def test_reasoning_goes_to_stderr_never_into_the_reply(
+    live_app: AppFactory, simulator: SimulatorServer
+) -> None:
+    url = live_app().url
+    thought = "First the units, then the sum."
+    simulator.sim.script({"reasoning": thought, "content": REPLY}, {"content": REPLY})
+
+    code, out, err = cli("ask", "Think", "--url", url)
+    assert code == 0, err
+    assert out == REPLY + "\n"  # `> reply.txt` still captures exactly the reply
+    assert thought in err and "\x1b[" not in err  # not a terminal: no styling
+
+    code, out, err = cli("ask", "Think", "--url", url, "--hide-reasoning")
+    assert code == 0 and out == REPLY + "\n"
+    assert thought not in err
+
+
+def test_on_a_terminal_reasoning_is_dimmed_on_stderr(
+    live_app: AppFactory, simulator: SimulatorServer
+) -> None:
+    url = live_app().url
+    simulator.sim.script({"reasoning": "Quietly thinking.", "content": REPLY})
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", "ask", "Think", "--plain"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=terminal_env(url),
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    while select.select([leader], [], [], 30)[0]:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.stdout is not None
+    out = process.stdout.read().decode()
+    assert process.wait(timeout=30) == 0
+    err = b"".join(chunks).decode()
+    assert out == REPLY + "\n"
+    assert "\x1b[2mQuietly\x1b[22m" in err  # each delta dimmed as it arrives
+    assert _ANSI.sub("", err).endswith("Quietly thinking.\n")

@@ -137,18 +137,47 @@ export class Reply {
     addToLog(this.node);
   }
 
-  /** Reasoning is not the reply: plain text in a collapsed block, where it first arrived. */
-  appendReasoning(text) {
+  /**
+   * Reasoning is not the reply: plain text in a "Thinking" block above what follows it. Live,
+   * the block is open while the reasoning streams and closes when the reply's first token (or
+   * a tool call) arrives, unless the reader opened or closed it by hand; from history it is
+   * closed. Reasoning after a tool call starts a block of its own.
+   */
+  appendReasoning(text, { live = false } = {}) {
     if (!text) return;
     if (!this.reasoning) {
       const block = el('details', 'reasoning');
       const body = el('div', 'reasoning-text');
-      block.append(el('summary', '', 'Reasoning'), body);
+      block.append(el('summary', '', 'Thinking'), body);
+      block.dataset.auto = live ? 'open' : '';
+      if (live) {
+        block.dataset.expected = 'true'; // the toggle event this fires is ours, not the reader's
+        block.open = true;
+      }
+      // A toggle by the reader (not by this code) makes the block theirs to open and close.
+      block.addEventListener('toggle', () => {
+        if (block.dataset.expected !== String(block.open)) block.dataset.auto = '';
+        delete block.dataset.expected;
+      });
+      if (live) this.setThinking(false);
       this.body.appendChild(block);
       this.reasoning = body;
       this.segment = null; // reply text after it starts below it
     }
     this.reasoning.appendChild(document.createTextNode(text));
+    if (live) follow();
+  }
+
+  /** The reasoning so far is over (a token or a tool call came): fold its block away. */
+  endReasoning() {
+    if (!this.reasoning) return;
+    const block = this.reasoning.parentElement;
+    if (block.dataset.auto === 'open' && block.open) {
+      block.dataset.expected = 'false';
+      block.open = false;
+    }
+    block.dataset.auto = '';
+    this.reasoning = null;
   }
 
   setThinking(on) {
@@ -171,6 +200,7 @@ export class Reply {
   appendText(text) {
     if (!text) return;
     this.setThinking(false);
+    this.endReasoning();
     if (!this.segment) {
       const container = el('div', 'md');
       this.body.appendChild(container);
@@ -191,6 +221,7 @@ export class Reply {
   }
 
   toolRow() {
+    this.endReasoning();
     let row = this.body.lastElementChild;
     if (!row || !row.classList.contains('tools')) {
       row = el('div', 'tools');
@@ -258,7 +289,10 @@ export function renderHistory(messages) {
         reply = new Reply();
         replies.push(reply);
       }
-      if (typeof m.reasoning === 'string') reply.appendReasoning(m.reasoning);
+      if (typeof m.reasoning === 'string') {
+        reply.appendReasoning(m.reasoning);
+        reply.endReasoning();
+      }
       reply.appendText(content);
       for (const call of Array.isArray(m.tool_calls) ? m.tool_calls : []) {
         reply.addChip(String(call.id), String(call.name || 'tool'));

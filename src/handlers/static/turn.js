@@ -187,7 +187,7 @@ function handle(current, msg) {
     }
     if (typeof msg.model === 'string') events.onModel(msg.model, msg.simulated === true);
   } else if (typeof msg.reasoning === 'string') {
-    reply.appendReasoning(msg.reasoning);
+    reply.appendReasoning(msg.reasoning, { live: true });
   } else if (typeof msg.token === 'string') {
     if (current.firstTokenAt === null && msg.token) current.firstTokenAt = performance.now();
     reply.appendText(msg.token);
