@@ -84,6 +84,8 @@ class Settings(BaseSettings):
     limit_concurrency: int = Field(
         default=1000, ge=1, description="connections + requests at once before 503s (uvicorn)"
     )
+    emit_metrics: bool = Field(default=False, description="EMF metrics off Lambda too")
+    powertools_metrics_namespace: str = "SseChatAgent"
     # Set by Lambda itself: where its request context and deadline headers can be trusted.
     aws_lambda_function_name: str | None = None
 

@@ -239,7 +239,7 @@ def sam_local_view(*overrides: str) -> dict[str, Any]:
 def test_sam_local_invoke_sees_the_mangum_handler_without_layers() -> None:
     """`sam local invoke ChatFunction --parameter-overrides Streaming=false` (needs Docker)."""
     assert sam_local_view("Streaming=false") == {
-        "handler": "handlers.app.handler",
+        "handler": "handlers.buffered.handler",
         "runtime": "python3.13",
         "layers": [],
     }

@@ -83,7 +83,7 @@ def test_function_runs_python_3_13_from_src(function: dict[str, Any]) -> None:
 
 
 def test_handler_is_run_sh_when_streaming_and_mangum_otherwise(function: dict[str, Any]) -> None:
-    assert function["Handler"] == if_("IsStreaming", "run.sh", "handlers.app.handler")
+    assert function["Handler"] == if_("IsStreaming", "run.sh", "handlers.buffered.handler")
 
 
 def test_function_url_streams_only_in_streaming_mode(function: dict[str, Any]) -> None:
