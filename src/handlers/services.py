@@ -6,6 +6,7 @@ import logging
 from functools import partial
 
 import httpx
+from pydantic import SecretStr
 
 from core.openai_stream import OpenAIChatModel
 from core.ports import ChatModel, SessionStore
@@ -53,21 +54,23 @@ def build_model(settings: Settings) -> ChatModel:
 
 
 async def _api_key(settings: Settings) -> str | None:
-    """OPENAI_API_KEY, else the Secrets Manager secret (read lazily, cached, never logged)."""
-    if settings.openai_api_key is not None:
-        return settings.openai_api_key.get_secret_value()
-    if not settings.openai_api_key_secret:
-        return None
-    return await read_secret(settings.openai_api_key_secret)
+    """OPENAI_API_KEY, else the OPENAI_API_KEY_SECRET secret."""
+    return await configured_secret(settings.openai_api_key, settings.openai_api_key_secret)
 
 
 async def access_key(settings: Settings) -> str | None:
     """ACCESS_KEY, else the ACCESS_KEY_SECRET secret; None: the URL is open."""
-    if settings.access_key is not None:
-        return settings.access_key.get_secret_value()
-    if not settings.access_key_secret:
+    return await configured_secret(settings.access_key, settings.access_key_secret)
+
+
+async def configured_secret(value: SecretStr | None, secret_id: str | None) -> str | None:
+    """A secret given directly, else read from Secrets Manager by id (lazily, cached, never
+    logged); None when neither is configured."""
+    if value is not None:
+        return value.get_secret_value()
+    if not secret_id:
         return None
-    return await read_secret(settings.access_key_secret)
+    return await read_secret(secret_id)
 
 
 async def read_secret(secret_id: str) -> str:
