@@ -63,6 +63,13 @@ function sessionUrl(id) {
   return `${API}/sessions/${encodeURIComponent(id)}`;
 }
 
+/** GET /sessions/{id}/stream: join the session's running (or last) turn, after an event id. */
+export function streamUrl(id, after) {
+  const url = new URL(`${sessionUrl(id)}/stream`);
+  if (after) url.searchParams.set('after', after);
+  return url.href;
+}
+
 /** GET /sessions/{id}: the Response (callers decide on 401/404), or null if unreachable. */
 export async function fetchSession(id) {
   try {

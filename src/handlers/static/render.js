@@ -133,6 +133,7 @@ export class Reply {
     this.text = '';
     this.chips = new Map();
     this.thinking = null;
+    this.reconnecting = null;
     this.reasoning = null; // the collapsed block reasoning deltas go to
     addToLog(this.node);
   }
@@ -178,6 +179,19 @@ export class Reply {
     }
     block.dataset.auto = '';
     this.reasoning = null;
+  }
+
+  /** A line saying the stream dropped and the page is getting it back. */
+  setReconnecting(on) {
+    if (on && !this.reconnecting) {
+      this.setThinking(false);
+      this.reconnecting = el('div', 'thinking reconnecting', 'reconnecting…');
+      this.node.appendChild(this.reconnecting);
+      follow();
+    } else if (!on && this.reconnecting) {
+      this.reconnecting.remove();
+      this.reconnecting = null;
+    }
   }
 
   setThinking(on) {

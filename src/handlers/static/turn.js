@@ -3,7 +3,7 @@
 // Protocol (DESIGN §4): GET {api}/chat?prompt=..&session=.. answers an event stream of JSON
 // messages: started, token, tool_call, tool_result, error, done. The stream is closed on done
 // and on error, and nothing reconnects on its own (that would start a second turn).
-import { API, auth, chatUrl, fetchSession, stopSession, store } from './api.js';
+import { API, auth, chatUrl, fetchSession, stopSession, store, streamUrl } from './api.js';
 import { isEventStream, openStream, readEvents } from './stream.js';
 import {
   Reply, announce, clearLog, errorBubble, followLatest, noteBubble, renderHistory, userBubble,
@@ -73,12 +73,96 @@ export function send(prompt, { retry = false, renewed = false } = {}) {
     renewed,
     controller: new AbortController(),
     session: null, // named by `started`
+    lastId: null, // the id of the last event seen: where a dropped stream resumes
     stopPending: false, // stopped before `started` named the session: stop it when it does
     startedAt: performance.now(),
     firstTokenAt: null,
   };
   setStreaming(true);
   run(turn);
+}
+
+/** Feed an event stream into the current turn; false once the turn is over or replaced. */
+async function follow(current, body) {
+  await readEvents(body, (message, id) => {
+    if (current.stopPending) {
+      stopStarted(current, message);
+      return false;
+    }
+    if (turn !== current) return false;
+    if (id) current.lastId = id;
+    handle(current, message);
+    return turn === current;
+  });
+  return turn === current;
+}
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+/**
+ * The stream dropped before the turn ended. The turn runs on on the server and keeps its
+ * events, so read on from the last event seen (same ids: nothing twice, nothing missing),
+ * backing off 1, 2, 4, 8 s between tries; say so meanwhile.
+ */
+async function resume(current) {
+  const { reply } = current;
+  for (let attempt = 0; attempt < 6 && turn === current; attempt += 1) {
+    if (!current.session || !current.lastId) break;
+    reply.setReconnecting(true);
+    announce('Connection lost; reconnecting');
+    await sleep(Math.min(1000 * 2 ** Math.max(attempt - 1, 0), 8000));
+    if (turn !== current) return;
+    const { response } = await openStream(streamUrl(current.session, current.lastId), {
+      headers: auth.headers(), signal: current.controller.signal,
+    });
+    if (turn !== current) return;
+    if (!response) continue;
+    if (response.status === 204 || response.status === 404) break; // nothing more to read
+    if (!response.ok || !isEventStream(response)) continue;
+    reply.setReconnecting(false);
+    attempt = -1; // reached it: a later drop starts its backoff over
+    if (!(await follow(current, response.body))) return;
+  }
+  if (turn !== current) return;
+  reply.setReconnecting(false);
+  finish(current, 'failed');
+  errorBubble('The connection was lost before the reply finished.', retryable(current.prompt));
+}
+
+/** Follow the session's running turn, e.g. after a reload in the middle of a reply. */
+function join(id, prompt) {
+  if (turn) return;
+  const reply = new Reply();
+  reply.setThinking(true);
+  turn = {
+    prompt,
+    reply,
+    renewed: false,
+    controller: new AbortController(),
+    session: id,
+    lastId: null,
+    stopPending: false,
+    startedAt: performance.now(),
+    firstTokenAt: null,
+  };
+  setStreaming(true);
+  const current = turn;
+  (async () => {
+    const { response } = await openStream(streamUrl(id), {
+      headers: auth.headers(), signal: current.controller.signal,
+    });
+    if (turn !== current) return;
+    if (response && response.ok && isEventStream(response)) {
+      if (!(await follow(current, response.body))) return;
+      await resume(current);
+      return;
+    }
+    // Ended meanwhile (204) or gone: what is stored is the whole story.
+    turn = null;
+    reply.remove();
+    setStreaming(false);
+    if (response && response.status === 204) restore(id);
+  })();
 }
 
 async function run(current) {
@@ -106,19 +190,7 @@ async function run(current) {
     return;
   }
   if (response.ok && isEventStream(response)) {
-    await readEvents(response.body, (message) => {
-      if (current.stopPending) {
-        stopStarted(current, message);
-        return false;
-      }
-      if (turn !== current) return false;
-      handle(current, message);
-      return turn === current;
-    });
-    if (turn === current) {
-      finish(current, 'failed');
-      errorBubble('The connection was lost before the reply finished.', retryable(current.prompt));
-    }
+    if (await follow(current, response.body)) await resume(current);
     return;
   }
   await refused(current, response);
@@ -326,6 +398,11 @@ export async function restore(id = session) {
   renderHistory(data.messages);
   followLatest();
   events.onHistory(id, data.messages);
+  if (typeof data.running_turn === 'string' && data.running_turn) {
+    // A reply is still being written (the page was reloaded mid-reply): rejoin it.
+    const users = data.messages.filter((m) => m && m.role === 'user');
+    join(id, users.length ? String(users[users.length - 1].content || '') : '');
+  }
 }
 
 // Leaving the page mid-reply: close the stream so the browser does not hold it open.
