@@ -206,15 +206,21 @@ def run_turn(
     raw_json: bool,
     term: _Terminal,
     show_reasoning: bool = True,
+    resume: bool = True,
 ) -> TurnResult:
-    """POST one prompt to `/chat` and render its event stream; never raises for server trouble."""
+    """POST one prompt to `/chat` and render its event stream; never raises for server trouble.
+
+    A stream that breaks off is resumed where it stopped (`GET /sessions/{id}/stream?after=`),
+    unless `resume` is False: the turn runs on on the server whoever listens.
+    """
     body: dict[str, Any] = {"prompt": prompt}
     if session:
         body["session"] = session
     if role:
         body["role"] = role
     url = base_url.rstrip("/") + "/chat"
-    result = TurnResult(EXIT_TURN_FAILED, session)
+    reading = _Reading(TurnResult(EXIT_TURN_FAILED, session), term, raw_json, show_reasoning)
+    result = reading.result
     try:
         with connect_sse(client, "POST", url, json=body) as source:
             response = source.response
@@ -224,39 +230,97 @@ def run_turn(
                 term.note(f"error: HTTP {response.status_code}: {message}")
                 result.exit_code = EXIT_REFUSED
                 return result
-            for sse in source.iter_sse():
-                if not sse.data:
-                    continue
-                if raw_json:
-                    term.out.write(sse.data + "\n")
-                    term.out.flush()
-                try:
-                    event = json.loads(sse.data)
-                except ValueError:
-                    continue  # not ours to understand: clients ignore what they do not know
-                if not isinstance(event, dict):
-                    continue
-                finished = _handle(
-                    event, result, term, show=not raw_json, show_reasoning=show_reasoning
-                )
-                if finished:
-                    return result
+            if reading.follow(source):
+                return result
+        broke_off = "the stream ended before the reply finished"
     except SSEError as exc:
         term.note(f"error: the server did not answer with an event stream ({exc})")
         result.exit_code = EXIT_REFUSED
         return result
     except httpx.TransportError as exc:
-        term.end_reply()
         if result.status_code is None:
             term.note(f"error: cannot reach {base_url}: {exc or type(exc).__name__}")
             result.exit_code = EXIT_REFUSED
-        else:
-            term.note(f"error: the connection broke off: {exc or type(exc).__name__}")
-            result.exit_code = EXIT_TURN_FAILED
+            return result
+        broke_off = f"the connection broke off: {exc or type(exc).__name__}"
+    if resume and result.session and reading.last_id and _resume(client, base_url, reading):
         return result
     term.end_reply()
-    term.note("error: the stream ended before the reply finished")
+    term.note(f"error: {broke_off}")
+    result.exit_code = EXIT_TURN_FAILED
     return result
+
+
+@dataclass(slots=True)
+class _Reading:
+    """One turn's events as they are read, across reconnects: where it got to, and how."""
+
+    result: TurnResult
+    term: _Terminal
+    raw_json: bool
+    show_reasoning: bool
+    last_id: str | None = None
+
+    def follow(self, source: Any) -> bool:
+        """Handle every event of `source`; True once the turn's last event was seen."""
+        for sse in source.iter_sse():
+            if not sse.data:
+                continue
+            if sse.id:
+                self.last_id = sse.id
+            if self.raw_json:
+                self.term.out.write(sse.data + "\n")
+                self.term.out.flush()
+            try:
+                event = json.loads(sse.data)
+            except ValueError:
+                continue  # not ours to understand: clients ignore what they do not know
+            if not isinstance(event, dict):
+                continue
+            show = not self.raw_json
+            if _handle(
+                event, self.result, self.term, show=show, show_reasoning=self.show_reasoning
+            ):
+                return True
+        return False
+
+
+class _StreamBrokeOff(Exception):
+    pass
+
+
+def _resume(client: httpx.Client, base_url: str, reading: _Reading) -> bool:
+    """Read the rest of the turn after the last event seen, with exponential backoff and
+    jitter between tries (tenacity); True when the turn's last event arrived."""
+    try:
+        import tenacity
+    except ImportError:  # the cli extra brings it: `pip install 'sse-chat-agent[cli]'`
+        return False
+    reading.term.note("(connection lost; resuming…)")
+    session = reading.result.session
+
+    @tenacity.retry(
+        retry=tenacity.retry_if_exception_type((httpx.TransportError, _StreamBrokeOff)),
+        wait=tenacity.wait_random_exponential(multiplier=0.5, max=8),
+        stop=tenacity.stop_after_attempt(6),
+        reraise=True,
+    )
+    def once() -> bool:
+        url = f"{base_url.rstrip('/')}/sessions/{session}/stream"
+        with connect_sse(client, "GET", url, params={"after": reading.last_id}) as source:
+            status = source.response.status_code
+            if status in (204, 404):
+                return False  # the turn ended meanwhile with nothing left, or is gone
+            if status != 200:
+                raise _StreamBrokeOff(f"HTTP {status}")
+            if reading.follow(source):
+                return True
+        raise _StreamBrokeOff("the stream ended before the reply finished")
+
+    try:
+        return once()
+    except (httpx.TransportError, _StreamBrokeOff, SSEError):
+        return False
 
 
 def _handle(
@@ -309,6 +373,25 @@ def _client(key: str | None) -> httpx.Client:
     return httpx.Client(timeout=TIMEOUT, headers=headers)
 
 
+def _stop(args: argparse.Namespace, term: _Terminal) -> int:
+    """POST /sessions/{id}/stop: 202 a reply was running and stops, 204 none was."""
+    url = f"{args.url.rstrip('/')}/sessions/{args.stop_session}/stop"
+    try:
+        with _client(args.key) as client:
+            response = client.post(url)
+    except httpx.TransportError as exc:
+        term.note(f"error: cannot reach {args.url}: {exc or type(exc).__name__}")
+        return EXIT_REFUSED
+    if response.status_code == 202:
+        term.note("stopped: the reply so far is kept")
+        return EXIT_OK
+    if response.status_code == 204:
+        term.note("no reply was running in that session")
+        return EXIT_OK
+    term.note(f"error: HTTP {response.status_code}: {_server_message(response)}")
+    return EXIT_REFUSED
+
+
 def _ask(args: argparse.Namespace, term: _Terminal) -> int:
     with _client(args.key) as client:
         result = run_turn(
@@ -320,6 +403,7 @@ def _ask(args: argparse.Namespace, term: _Terminal) -> int:
             raw_json=args.json,
             term=term,
             show_reasoning=not args.hide_reasoning,
+            resume=not args.no_resume,
         )
     return result.exit_code
 
@@ -361,6 +445,7 @@ def _chat(args: argparse.Namespace, term: _Terminal, stdin: TextIO) -> int:
                     raw_json=args.json,
                     term=term,
                     show_reasoning=not args.hide_reasoning,
+                    resume=not args.no_resume,
                 )
             except KeyboardInterrupt:
                 term.end_reply()
@@ -384,6 +469,11 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--role", help="a named agent role the server knows")
     common.add_argument("--json", action="store_true", help="print each raw event as a JSON line")
     common.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="do not resume a stream that breaks off (by default the rest is read back)",
+    )
+    common.add_argument(
         "--hide-reasoning",
         action="store_true",
         help="do not print the model's reasoning (shown dimmed on stderr by default)",
@@ -402,10 +492,14 @@ def _parser() -> argparse.ArgumentParser:
         prog="sse-chat",
         description="Stream replies from an sse-chat-agent server in the terminal.",
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{ask,chat}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{ask,chat,stop}")
     ask = commands.add_parser("ask", parents=[common], help="send one prompt, stream the reply")
     ask.add_argument("prompt", help="the message to send")
     commands.add_parser("chat", parents=[common], help="interactive chat that keeps the session")
+    stop = commands.add_parser(
+        "stop", parents=[common], help="stop the reply running in a session, wherever it runs"
+    )
+    stop.add_argument("stop_session", metavar="SESSION", help="the session id")
     return parser
 
 
@@ -422,6 +516,8 @@ def run(
     try:
         if args.command == "ask":
             return _ask(args, term)
+        if args.command == "stop":
+            return _stop(args, term)
         return _chat(args, term, stdin or sys.stdin)
     except KeyboardInterrupt:
         term.end_reply()

@@ -403,3 +403,23 @@ def test_on_a_terminal_reasoning_is_dimmed_on_stderr(
     assert out == REPLY + "\n"
     assert "\x1b[2mQuietly\x1b[22m" in err  # each delta dimmed as it arrives
     assert _ANSI.sub("", err).endswith("Quietly thinking.\n")
+
+
+def test_stop_ends_the_running_reply_of_a_session(
+    live_app: AppFactory, simulator: SimulatorServer
+) -> None:
+    url = live_app().url
+    simulator.sim.script({"chunks": [f"w{i} " for i in range(200)], "delay_ms": 30})
+    with httpx.stream("GET", f"{url}/chat", params={"prompt": "long"}, timeout=10) as response:
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        session = json.loads(first.removeprefix("data: "))["session"]
+        code, _, err = cli("stop", session, "--url", url)
+        assert code == 0 and "stopped" in err
+        rest = [line for line in lines if line.startswith("data: ")]
+    last = json.loads(rest[-1].removeprefix("data: "))
+    assert last["lifecycle"] == "done" and last["finish_reason"] == "stopped"
+    code, _, err = cli("stop", session, "--url", url)
+    assert code == 0 and "no reply was running" in err
+    code, _, err = cli("stop", "A" * 22, "--url", url)
+    assert code == 2 and "404" in err
