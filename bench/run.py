@@ -42,8 +42,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import cold_start
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.json"
+COLD_RESULTS = ROOT / "bench" / "results" / "cold-start.json"
 HOST = "127.0.0.1"
 STAMP = re.compile(rb'"(\d+) "')  # a stamp token, in `"content":"…"` and in `"token": "…"`
 RELAY_END = b'"lifecycle": "done"'
@@ -743,7 +746,7 @@ def table(results: dict[str, Any]) -> Iterator[str]:
         )
     for store, lag in (results.get("resume_lag_ms") or {}).items():
         yield (
-            f"| f. resume_lag_ms, produced on A -> seen on B ({store}) p50 / p95 | "
+            f"| g. resume_lag_ms, produced on A -> seen on B ({store}) p50 / p95 | "
             f"{lag['p50']:.0f} / {lag['p95']:.0f} | - | - | p95 <= 1000 "
             f"({mark(f'resume_lag_p95_{store}')}) |"
         )
@@ -841,7 +844,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--resume-turns", type=int, default=3, help="turns per store for resume_lag_ms (0: skip)"
     )
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--cold-starts", type=int, default=5, help="artifact cold start runs per app (0: skip)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["all", "cold-start"],
+        default="all",
+        help=f"cold-start: only the artifact's cold start and size (default output {COLD_RESULTS})",
+    )
+    parser.add_argument("--output", type=Path, default=None, help=f"default {RESULTS}")
     parser.add_argument(
         "--variant",
         default="",
@@ -863,6 +875,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     began = time.monotonic()
     load_at_start = round(os.getloadavg()[0], 2)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    if args.only == "cold-start":
+        output = args.output or COLD_RESULTS
+        print("f. artifact cold start and size", flush=True)
+        results = cold_start.measure(max(args.cold_starts, 1))
+        results["targets"] = cold_start.targets(results)
+        results["machine"] = machine(False, "") | {"load_average_1m_at_start": load_at_start}
+        results["duration_s"] = round(time.monotonic() - began, 1)
+        _write(output, results)
+        print("\n" + "\n".join(cold_start.table(results)) + f"\n\nWritten to {output}")
+        return
+    output = args.output or RESULTS
     pinned = can_pin(args.no_pin)
     print("e. cold import (fresh interpreters)", flush=True)
     cold = measure_cold_import(app_env(sim_port=9), args.imports) if args.imports else None
@@ -872,21 +895,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.resume_turns:
         from bench.resume import measure_resume_lag
 
-        print("f. resume lag across processes (SQLite, moto)", flush=True)
+        # After the relay runs, whose pinning it must not inherit.
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        print("g. resume lag across processes (SQLite, moto)", flush=True)
         results["resume_lag_ms"] = measure_resume_lag(args.resume_turns)
     results["targets"] = targets(results)
+    if args.cold_starts:
+        # After the relay runs, whose pinning it must not inherit.
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        print("f. artifact cold start and size", flush=True)
+        results |= cold_start.measure(args.cold_starts)
+        results["targets"] |= cold_start.targets(results)
     results["machine"] = machine(pinned, args.variant) | {"load_average_1m_at_start": load_at_start}
     results["duration_s"] = round(time.monotonic() - began, 1)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    _write(output, results)
     print()
     for line in table(results):
         print(line)
+    if args.cold_starts:
+        print("\n" + "\n".join(cold_start.table(results)))
     m = results["machine"]
     print(
         f"\n{m['nproc']} x {m['cpu_model']}, Python {m['python']}, {m['server']}; "
-        f"{m['pinning']}. {results['duration_s']} s. Written to {args.output}"
+        f"{m['pinning']}. {results['duration_s']} s. Written to {output}"
     )
+
+
+def _write(output: Path, results: dict[str, Any]) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, cast
 
 from botocore.exceptions import ClientError
 
-from core.dynamodb_store import TTL_ATTRIBUTE, DynamoDBSessionStore
+from core.dynamodb_store import TTL_ATTRIBUTE
+from core.dynamodb_table import DynamoDBTable
 from core.history import expires_at
 from core.turn_events import dump_events, load_events
 from core.turn_log import Encoded, TurnLost, TurnRead, TurnRecord, TurnState
@@ -41,12 +42,11 @@ def batch_sk(turn_id: str, last: int) -> str:
 
 
 class DynamoDBTurnLog:
-    """Shares the session store's client, table and retry policy (every call off the loop)."""
+    """Shares the sessions' table, client and retry policy (every call off the loop)."""
 
-    def __init__(self, sessions: DynamoDBSessionStore, *, ttl_seconds: float = 3600) -> None:
-        self._sessions = sessions
-        self._table = sessions._table
-        self._call = sessions._call
+    def __init__(self, table: DynamoDBTable, *, ttl_seconds: float = 3600) -> None:
+        self._table = table.name
+        self._call = table.call
         self._ttl = ttl_seconds
 
     def _key(self, session_id: str, turn_id: str) -> Item:
@@ -273,7 +273,7 @@ class DynamoDBTurnLog:
             request["ExclusiveStartKey"] = start
 
     async def aclose(self) -> None:
-        return None  # the client is the session store's
+        return None  # the table (and its client) is the composition root's to close
 
 
 def _record(session_id: str, turn_id: str, item: Item) -> TurnRecord:

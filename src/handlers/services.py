@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
+from typing import TYPE_CHECKING
 
 import httpx
+from pydantic import SecretStr
 
 from core.openai_stream import OpenAIChatModel
 from core.ports import ChatModel, SessionStore
@@ -14,7 +17,12 @@ from core.settings import Settings
 from core.simulated_model import SimulatedChatModel
 from core.turn_log import TurnLog
 
+if TYPE_CHECKING:
+    from core.dynamodb_table import DynamoDBTable
+
 SECRET_MAX_AGE_SECONDS = 300
+
+logger = logging.getLogger("sse_chat_agent")
 
 
 class Model(OpenAIChatModel):
@@ -51,21 +59,23 @@ def build_model(settings: Settings) -> ChatModel:
 
 
 async def _api_key(settings: Settings) -> str | None:
-    """OPENAI_API_KEY, else the Secrets Manager secret (read lazily, cached, never logged)."""
-    if settings.openai_api_key is not None:
-        return settings.openai_api_key.get_secret_value()
-    if not settings.openai_api_key_secret:
-        return None
-    return await read_secret(settings.openai_api_key_secret)
+    """OPENAI_API_KEY, else the OPENAI_API_KEY_SECRET secret."""
+    return await configured_secret(settings.openai_api_key, settings.openai_api_key_secret)
 
 
 async def access_key(settings: Settings) -> str | None:
     """ACCESS_KEY, else the ACCESS_KEY_SECRET secret; None: the URL is open."""
-    if settings.access_key is not None:
-        return settings.access_key.get_secret_value()
-    if not settings.access_key_secret:
+    return await configured_secret(settings.access_key, settings.access_key_secret)
+
+
+async def configured_secret(value: SecretStr | None, secret_id: str | None) -> str | None:
+    """A secret given directly, else read from Secrets Manager by id (lazily, cached, never
+    logged); None when neither is configured."""
+    if value is not None:
+        return value.get_secret_value()
+    if not secret_id:
         return None
-    return await read_secret(settings.access_key_secret)
+    return await read_secret(secret_id)
 
 
 async def read_secret(secret_id: str) -> str:
@@ -84,18 +94,27 @@ async def read_secret(secret_id: str) -> str:
     return secret
 
 
-def build_rate_limiter(settings: Settings, store: SessionStore) -> RateLimiter:
-    """Shared DynamoDB counters beside DynamoDB sessions (Lambda); in-process otherwise."""
-    if settings.session_store == "dynamodb":
-        from core.dynamodb_store import DynamoDBRateLimiter, DynamoDBSessionStore
+def build_table(settings: Settings) -> DynamoDBTable | None:
+    """The DynamoDB table and client every DynamoDB adapter shares; None off DynamoDB."""
+    if settings.session_store != "dynamodb":
+        return None
+    from core.dynamodb_table import DynamoDBTable
 
-        if isinstance(store, DynamoDBSessionStore):
-            return DynamoDBRateLimiter(
-                store,
-                per_minute=settings.rate_limit_per_minute,
-                daily_tokens=settings.daily_token_quota,
-                global_daily_tokens=settings.global_daily_token_quota,
-            )
+    return DynamoDBTable(settings.sessions_table)
+
+
+def build_rate_limiter(settings: Settings, table: DynamoDBTable | None) -> RateLimiter:
+    """Counters in DynamoDB, shared by every instance, beside DynamoDB sessions (Lambda);
+    in this process otherwise."""
+    if table is not None:
+        from core.dynamodb_rate_limit import DynamoDBRateLimiter
+
+        return DynamoDBRateLimiter(
+            table,
+            per_minute=settings.rate_limit_per_minute,
+            daily_tokens=settings.daily_token_quota,
+            global_daily_tokens=settings.global_daily_token_quota,
+        )
     return InProcessRateLimiter(
         per_minute=settings.rate_limit_per_minute,
         daily_tokens=settings.daily_token_quota,
@@ -103,31 +122,56 @@ def build_rate_limiter(settings: Settings, store: SessionStore) -> RateLimiter:
     )
 
 
-def build_store(settings: Settings) -> SessionStore:
+def build_store(settings: Settings, table: DynamoDBTable | None) -> SessionStore:
     if settings.session_store == "memory":
         from core.memory_store import MemorySessionStore
 
         return MemorySessionStore(ttl_seconds=settings.session_ttl_seconds)
-    if settings.session_store == "dynamodb":
+    if table is not None:
         from core.dynamodb_store import DynamoDBSessionStore
 
         return DynamoDBSessionStore(
-            settings.sessions_table, ttl_seconds=settings.session_ttl_seconds
+            table.name, ttl_seconds=settings.session_ttl_seconds, table=table
         )
     from core.sqlite_store import SQLiteSessionStore
 
     return SQLiteSessionStore(settings.sqlite_path, ttl_seconds=settings.session_ttl_seconds)
 
 
-def build_turn_log(settings: Settings, store: SessionStore) -> TurnLog:
+async def warm_up(settings: Settings, table: DynamoDBTable | None) -> None:
+    """On Lambda, do at init what the first request would otherwise pay for.
+
+    Init runs before the Web Adapter's readiness check passes, on the full CPU share, and
+    ahead of any user's request: import boto3 and build the DynamoDB client, import
+    Powertools' Logger and Metrics, and fetch (and cache) the secrets. Off Lambda nothing
+    happens, so `make serve` and the tests start as fast as before. A failure here is logged
+    by type only and left for the request to meet (and report) again.
+    """
+    if not settings.on_lambda:
+        return
+    import anyio
+
+    def imports_and_client() -> None:
+        import aws_lambda_powertools.metrics  # noqa: F401  (the package brings Logger too)
+
+        if table is not None:
+            table.client()
+
+    try:
+        await anyio.to_thread.run_sync(imports_and_client)
+        await _api_key(settings)
+        await access_key(settings)
+    except Exception as exc:
+        logger.warning("warm-up incomplete: %s", type(exc).__name__)
+
+
+def build_turn_log(settings: Settings, table: DynamoDBTable | None) -> TurnLog:
     """The turn log beside the sessions: same table, same file, or this process's memory."""
     ttl = settings.turn_events_ttl_seconds
-    if settings.session_store == "dynamodb":
-        from core.dynamodb_store import DynamoDBSessionStore
+    if table is not None:
         from core.turn_log_dynamodb import DynamoDBTurnLog
 
-        if isinstance(store, DynamoDBSessionStore):
-            return DynamoDBTurnLog(store, ttl_seconds=ttl)
+        return DynamoDBTurnLog(table, ttl_seconds=ttl)
     if settings.session_store == "sqlite":
         from core.turn_log_sqlite import SQLiteTurnLog
 

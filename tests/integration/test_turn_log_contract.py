@@ -13,7 +13,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from core.dynamodb_store import DynamoDBSessionStore
+from core.dynamodb_table import DynamoDBTable
 from core.events import Done, Failed, Reasoning, Started, Token, ToolCallStarted, ToolResult, Usage
 from core.turn_events import decode_event, encode_event
 from core.turn_log import TurnLog, TurnLost, new_turn_id, visible
@@ -44,7 +44,7 @@ async def log(
         use_fake_aws(monkeypatch, moto_endpoint())
         table = f"sessions-{uuid.uuid4().hex}"
         create_table_from_template(boto3.client("dynamodb"), table)
-        built = DynamoDBTurnLog(DynamoDBSessionStore(table), ttl_seconds=TTL)
+        built = DynamoDBTurnLog(DynamoDBTable(table), ttl_seconds=TTL)
     yield built
     await built.aclose()
 
