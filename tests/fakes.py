@@ -9,10 +9,10 @@ from typing import Any
 import anyio
 
 from core.errors import UpstreamError
-from core.events import Usage
+from core.events import Token, ToolCallStarted, Usage
 from core.messages import Message, ToolCall, ToolSpec
 from core.openai_stream import message_json
-from core.ports import Completion, ModelEvent, TextDelta, ToolCallBegan
+from core.ports import Completion, ModelEvent
 
 
 @dataclass
@@ -46,9 +46,9 @@ class FakeModel:
                 raise step.error or UpstreamError("fake failure")
             if step.delay:
                 await anyio.sleep(step.delay)
-            yield TextDelta(token)
+            yield Token(token)
         for call in step.tool_calls:
-            yield ToolCallBegan(id=call.id, name=call.name)
+            yield ToolCallStarted(id=call.id, name=call.name)
         yield Completion(
             finish_reason="tool_calls" if step.tool_calls else "stop",
             usage=Usage(10, len(step.tokens)),

@@ -47,15 +47,7 @@ from core.events import (
 )
 from core.history import MAX_MESSAGE_BYTES, is_valid_unicode, truncate_utf8
 from core.messages import Message, Status
-from core.ports import (
-    ChatModel,
-    Completion,
-    ReasoningDelta,
-    SessionStore,
-    TextDelta,
-    ToolCallBegan,
-    is_simulated,
-)
+from core.ports import ChatModel, Completion, SessionStore, is_simulated
 from core.session_ids import check_session_id, new_session_id
 from core.tools import ToolRegistry
 from core.turn_log import new_turn_id
@@ -228,21 +220,21 @@ class Turn:
                         self.model.stream(sent, tools=self.tools.specs, deadline=self.deadline)
                     ) as model_events:
                         async for event in model_events:
-                            if isinstance(event, TextDelta):
+                            if isinstance(event, Token):
                                 if outcome.first_token_seconds is None:
                                     outcome.first_token_seconds = time.monotonic() - started_at
                                 reply.add(event.text)
                                 outcome.chunks_out += 1
-                                yield Token(event.text)
-                            elif isinstance(event, ReasoningDelta):
+                                yield event
+                            elif isinstance(event, Reasoning):
                                 reply.think(event.text)
-                                yield Reasoning(event.text)
-                            elif isinstance(event, ToolCallBegan):
+                                yield event
+                            elif isinstance(event, ToolCallStarted):
                                 reply.calls += 1
                                 if reply.calls > self.limits.max_tool_calls_per_step:
                                     raise TooManyToolCalls(self.limits.max_tool_calls_per_step)
                                 if not last_step:
-                                    yield ToolCallStarted(id=event.id, name=event.name)
+                                    yield event
                             else:
                                 completion = event
                             if reply.size > MAX_MESSAGE_BYTES:

@@ -31,9 +31,9 @@ from core.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from core.events import Usage
+from core.events import Reasoning, Token, ToolCallStarted, Usage
 from core.messages import Message, ToolCall, ToolSpec
-from core.ports import Completion, ModelEvent, ReasoningDelta, TextDelta, ToolCallBegan
+from core.ports import Completion, ModelEvent
 from core.redaction import Redactor
 
 ApiKeyProvider = Callable[[], Awaitable[str | None]]
@@ -276,11 +276,11 @@ class OpenAIChatModel:
                             thought = delta.get("reasoning_content") or delta.get("reasoning")
                             if thought:
                                 started = True
-                                yield ReasoningDelta(_unicode(_string(thought)))
+                                yield Reasoning(_unicode(_string(thought)))
                             content = delta.get("content")
                             if content:
                                 started = True
-                                yield TextDelta(_unicode(_string(content)))
+                                yield Token(_unicode(_string(content)))
                             for fragment in delta.get("tool_calls") or ():
                                 started = True
                                 index = fragment.get("index", 0)
@@ -292,7 +292,7 @@ class OpenAIChatModel:
                                     call_id = _string(fragment.get("id") or "")
                                     name = _string(function.get("name") or "")
                                     call = calls[index] = [call_id, name, []]
-                                    yield ToolCallBegan(id=call_id, name=name)
+                                    yield ToolCallStarted(id=call_id, name=name)
                                 if function.get("arguments"):
                                     call[2].append(_string(function["arguments"]))
                             if choice.get("finish_reason"):

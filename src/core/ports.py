@@ -6,29 +6,8 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from core.events import Usage
+from core.events import Reasoning, Token, ToolCallStarted, Usage
 from core.messages import Message, Page, Session, ToolCall, ToolSpec
-
-
-@dataclass(frozen=True, slots=True)
-class TextDelta:
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ReasoningDelta:
-    """Reasoning text the model streamed (`reasoning_content` / `reasoning` in OpenAI-style
-    APIs): never part of the reply."""
-
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCallBegan:
-    """The model started a tool call: id and name are known, arguments still streaming."""
-
-    id: str
-    name: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,7 +19,9 @@ class Completion:
     tool_calls: tuple[ToolCall, ...] = ()
 
 
-ModelEvent = TextDelta | ReasoningDelta | ToolCallBegan | Completion
+# A model streams the turn's own events (text, reasoning, a tool call starting), then ends its
+# step with a Completion, which only the turn sees.
+ModelEvent = Token | Reasoning | ToolCallStarted | Completion
 
 
 class ChatModel(Protocol):

@@ -19,9 +19,9 @@ from typing import Any
 import anyio
 
 from core.errors import TurnDeadline
-from core.events import Usage
+from core.events import Reasoning, Token, ToolCallStarted, Usage
 from core.messages import Message, ToolCall, ToolSpec
-from core.ports import Completion, ModelEvent, ReasoningDelta, TextDelta, ToolCallBegan
+from core.ports import Completion, ModelEvent
 
 SIMULATED_MODEL_NAME = "simulator"
 
@@ -184,17 +184,17 @@ class SimulatedChatModel:
         next_at = time.monotonic()
         for thought in thoughts:
             next_at = await self._pace(next_at, deadline)
-            yield ReasoningDelta(thought)
+            yield Reasoning(thought)
         for piece in pieces:
             next_at = await self._pace(next_at, deadline)
-            yield TextDelta(piece)
+            yield Token(piece)
         calls = tuple(
             ToolCall(id=f"call_{secrets.token_hex(12)}", name=c.name, arguments=c.arguments)
             for c in decision.tool_calls
         )
         for call in calls:
             next_at = await self._pace(next_at, deadline)
-            yield ToolCallBegan(id=call.id, name=call.name)
+            yield ToolCallStarted(id=call.id, name=call.name)
         prompt_tokens = sum(len(m.content.split()) for m in messages)
         yield Completion(
             finish_reason="tool_calls" if calls else "stop",

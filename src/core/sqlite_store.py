@@ -142,55 +142,48 @@ class SQLiteSessionStore:
 
     async def load(self, session_id: str, *, now: float, limit: int | None = None) -> Session:
         def run(db: sqlite3.Connection) -> Session:
-            db.execute("BEGIN")  # one snapshot for the three reads
-            title, created_at, updated_at = self._require_live(db, session_id, now)
-            (last_seq,) = db.execute(
-                "SELECT MAX(seq) FROM messages WHERE session_id = ?", (session_id,)
-            ).fetchone()
+            db.execute("BEGIN")  # one snapshot for every read
             rows = db.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? "
                 "ORDER BY seq DESC LIMIT ?",
                 (session_id, -1 if limit is None else max(limit, 0)),
             ).fetchall()
-            db.execute("COMMIT")
             stored = [_message_from_row(row) for row in reversed(rows)]
-            return Session(
-                id=session_id,
-                title=title,
-                created_at=created_at,
-                updated_at=updated_at,
-                messages=visible_window(stored, now=now, limit=limit),
-                next_seq=0 if last_seq is None else last_seq + 1,
-            )
+            return self._session(db, session_id, now, visible_window(stored, now=now, limit=limit))
 
         return await self._run(run)
+
+    def _session(
+        self, db: sqlite3.Connection, session_id: str, now: float, messages: tuple[Message, ...]
+    ) -> Session:
+        """The session with `messages`, read in the transaction the caller opened (and ends)."""
+        title, created_at, updated_at = self._require_live(db, session_id, now)
+        (last_seq,) = db.execute(
+            "SELECT MAX(seq) FROM messages WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        db.execute("COMMIT")
+        return Session(
+            id=session_id,
+            title=title,
+            created_at=created_at,
+            updated_at=updated_at,
+            messages=messages,
+            next_seq=0 if last_seq is None else last_seq + 1,
+        )
 
     async def page(
         self, session_id: str, *, now: float, limit: int, before: int | None = None
     ) -> Page:
         def run(db: sqlite3.Connection) -> Page:
-            db.execute("BEGIN")  # one snapshot for the reads
-            title, created_at, updated_at = self._require_live(db, session_id, now)
-            (last_seq,) = db.execute(
-                "SELECT MAX(seq) FROM messages WHERE session_id = ?", (session_id,)
-            ).fetchone()
+            db.execute("BEGIN")  # one snapshot for every read
             rows = db.execute(
                 f"SELECT seq, {_MESSAGE_COLUMNS} FROM messages WHERE session_id = ? "
                 "AND seq < ? AND expires_at > ? ORDER BY seq DESC LIMIT ?",
                 (session_id, _NO_SEQ if before is None else before, now, limit + 1),
             ).fetchall()
-            db.execute("COMMIT")
             stored = [(row[0], *_message_from_row(row[1:])) for row in rows]
             messages, older = page_window(stored, now=now, limit=limit)
-            session = Session(
-                id=session_id,
-                title=title,
-                created_at=created_at,
-                updated_at=updated_at,
-                messages=messages,
-                next_seq=0 if last_seq is None else last_seq + 1,
-            )
-            return Page(session, older)
+            return Page(self._session(db, session_id, now, messages), older)
 
         return await self._run(run)
 

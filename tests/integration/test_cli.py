@@ -248,16 +248,20 @@ MARKDOWN_REPLY = "# Plan\n\nUse **bold** steps:\n\n- first item\n- second item\n
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\r")
 
 
-def run_on_a_terminal(*argv: str, env: dict[str, str]) -> tuple[int, str, str]:
-    """The CLI as a process whose stdout is a pseudo-terminal; returns (code, screen, stderr)."""
+def run_on_a_terminal(
+    *argv: str, env: dict[str, str], stream: str = "stdout"
+) -> tuple[int, str, str]:
+    """The CLI as a process whose `stream` (stdout or stderr) is a pseudo-terminal; returns
+    (code, what the terminal showed, what the other stream got)."""
     leader, follower = pty.openpty()
     # A real terminal size, so rich does not guess.
     fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 80, 0, 0))
+    on_tty = stream == "stdout"
     process = subprocess.Popen(
         [sys.executable, "-m", "handlers.cli", *argv],
         stdin=subprocess.DEVNULL,
-        stdout=follower,
-        stderr=subprocess.PIPE,
+        stdout=follower if on_tty else subprocess.PIPE,
+        stderr=subprocess.PIPE if on_tty else follower,
         env=env,
     )
     os.close(follower)
@@ -275,10 +279,11 @@ def run_on_a_terminal(*argv: str, env: dict[str, str]) -> tuple[int, str, str]:
             break
         chunks.append(chunk)
     os.close(leader)
-    assert process.stderr is not None
-    err = process.stderr.read().decode()
+    other = process.stderr if on_tty else process.stdout
+    assert other is not None
+    rest = other.read().decode()
     process.wait(timeout=30)
-    return process.returncode, b"".join(chunks).decode(), err
+    return process.returncode, b"".join(chunks).decode(), rest
 
 
 def terminal_env(url: str) -> dict[str, str]:
@@ -377,29 +382,10 @@ def test_on_a_terminal_reasoning_is_dimmed_on_stderr(
 ) -> None:
     url = live_app().url
     simulator.sim.script({"reasoning": "Quietly thinking.", "content": REPLY})
-    leader, follower = pty.openpty()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "handlers.cli", "ask", "Think", "--plain"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=follower,
-        env=terminal_env(url),
+    code, err, out = run_on_a_terminal(
+        "ask", "Think", "--plain", env=terminal_env(url), stream="stderr"
     )
-    os.close(follower)
-    chunks: list[bytes] = []
-    while select.select([leader], [], [], 30)[0]:
-        try:
-            chunk = os.read(leader, 65536)
-        except OSError:
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    os.close(leader)
-    assert process.stdout is not None
-    out = process.stdout.read().decode()
-    assert process.wait(timeout=30) == 0
-    err = b"".join(chunks).decode()
+    assert code == 0
     assert out == REPLY + "\n"
     assert "\x1b[2mQuietly\x1b[22m" in err  # each delta dimmed as it arrives
     assert _ANSI.sub("", err).endswith("Quietly thinking.\n")

@@ -34,7 +34,7 @@ from core.events import Done, Event, Failed, Started, Token, ToolCallStarted, To
 from core.history import is_valid_unicode
 from core.messages import Message
 from core.openai_stream import OpenAIChatModel
-from core.ports import Completion, TextDelta, ToolCallBegan
+from core.ports import Completion
 from handlers.app import ChatBody
 from handlers.errors import describe_validation
 from handlers.sse import encode_data, payload, to_sse
@@ -264,8 +264,8 @@ def test_any_upstream_chunks_are_events_or_an_upstream_error(chunks: list[Any], 
             assert isinstance(call.id, str) and isinstance(call.name, str)
             assert isinstance(call.arguments, str)
     for event in events:
-        assert isinstance(event, TextDelta | ToolCallBegan)
-        if isinstance(event, TextDelta):
+        assert isinstance(event, Token | ToolCallStarted)
+        if isinstance(event, Token):
             assert isinstance(event.text, str) and event.text
             event.text.encode("utf-8")  # storable and sendable
 
@@ -278,7 +278,7 @@ async def test_a_lone_surrogate_from_the_provider_becomes_a_replacement_characte
     body = upstream_body(chunks, True)
     assert b"\\ud800" in body
     events = await run_adapter(body)
-    assert events[:2] == [TextDelta("a\ufffdb"), TextDelta("🎉")]
+    assert events[:2] == [Token("a\ufffdb"), Token("🎉")]
 
 
 async def test_comment_blocks_between_events_with_ids_are_not_chunks() -> None:
@@ -287,7 +287,7 @@ async def test_comment_blocks_between_events_with_ids_are_not_chunks() -> None:
     chunk = {"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}]}
     body = f"id: 1\ndata: {json.dumps(chunk)}\n\n: keep-alive\n\ndata: [DONE]\n\n".encode()
     events = await run_adapter(body)
-    assert events[0] == TextDelta("hi") and isinstance(events[-1], Completion)
+    assert events[0] == Token("hi") and isinstance(events[-1], Completion)
 
 
 @pytest.mark.parametrize(

@@ -19,7 +19,7 @@ from core.events import Done, Event, Failed, Reasoning, Token, ToolCallStarted, 
 from core.memory_store import MemorySessionStore
 from core.messages import Message, ToolCall
 from core.openai_stream import OpenAIChatModel
-from core.ports import Completion, ModelEvent, ReasoningDelta, TextDelta, ToolCallBegan
+from core.ports import Completion, ModelEvent
 from core.tools import builtin_registry
 from handlers.sse import payload
 
@@ -90,7 +90,7 @@ async def test_either_field_name_streams_as_reasoning_never_as_content(field: st
         )
     )
     events = await collect(provider.model())
-    assert events[:3] == [ReasoningDelta("Let me"), ReasoningDelta(" think."), TextDelta("Hello")]
+    assert events[:3] == [Reasoning("Let me"), Reasoning(" think."), Token("Hello")]
     assert isinstance(events[-1], Completion)
 
 
@@ -116,10 +116,10 @@ async def test_reasoning_tool_call_reasoning_tokens_keep_their_order() -> None:
     )
     events = await collect(provider.model())
     assert events[:4] == [
-        ReasoningDelta("First I need a sum."),
-        ToolCallBegan("c1", "calculator"),
-        ReasoningDelta(" Still thinking."),
-        TextDelta("Calling"),
+        Reasoning("First I need a sum."),
+        ToolCallStarted("c1", "calculator"),
+        Reasoning(" Still thinking."),
+        Token("Calling"),
     ]
     completion = events[-1]
     assert isinstance(completion, Completion)
@@ -230,13 +230,13 @@ async def test_the_turn_relays_reasoning_in_order_and_stores_it_beside_each_mess
     calc = ToolCall("c1", "calculator", '{"expression": "6*7"}')
     model = ReasoningModel(
         [
-            ReasoningDelta("Need a sum."),
-            ToolCallBegan("c1", "calculator"),
+            Reasoning("Need a sum."),
+            ToolCallStarted("c1", "calculator"),
             Completion("tool_calls", Usage(5, 9, 6), (calc,)),
         ],
         [
-            ReasoningDelta("It is 42."),
-            TextDelta("42"),
+            Reasoning("It is 42."),
+            Token("42"),
             Completion("stop", Usage(8, 4, 3)),
         ],
     )
@@ -260,9 +260,7 @@ async def test_the_turn_relays_reasoning_in_order_and_stores_it_beside_each_mess
 
 async def test_a_cut_mid_reasoning_is_stored_interrupted_with_the_reasoning_so_far() -> None:
     store = MemorySessionStore()
-    model = ReasoningModel(
-        [ReasoningDelta("First, "), ReasoningDelta("the units")], fail_after_step=1
-    )
+    model = ReasoningModel([Reasoning("First, "), Reasoning("the units")], fail_after_step=1)
     events, stored = await run(model, store)
     assert isinstance(events[-1], Failed)
     assert [e for e in events if isinstance(e, Reasoning)] == [

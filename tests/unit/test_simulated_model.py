@@ -9,8 +9,9 @@ from collections.abc import Sequence
 import pytest
 
 from core.errors import TurnDeadline
+from core.events import Token, ToolCallStarted
 from core.messages import Message, ToolCall, ToolSpec
-from core.ports import Completion, ModelEvent, TextDelta, ToolCallBegan, is_simulated
+from core.ports import Completion, ModelEvent, is_simulated
 from core.simulated_model import SimulatedChatModel, decide, find_expression, split_words
 from core.tools import builtin_registry
 
@@ -33,8 +34,8 @@ async def collect(
 async def test_text_streams_word_by_word_and_ends_with_one_completion() -> None:
     events = await collect(SimulatedChatModel(token_delay_ms=0), conversation("Tell me a joke"))
     *deltas, completion = events
-    assert all(isinstance(e, TextDelta) for e in deltas) and len(deltas) > 5
-    text = "".join(e.text for e in deltas if isinstance(e, TextDelta))
+    assert all(isinstance(e, Token) for e in deltas) and len(deltas) > 5
+    text = "".join(e.text for e in deltas if isinstance(e, Token))
     assert "built-in simulator" in text and "“Tell me a joke”" in text
     assert isinstance(completion, Completion)
     assert completion.finish_reason == "stop" and completion.tool_calls == ()
@@ -45,7 +46,7 @@ async def test_text_streams_word_by_word_and_ends_with_one_completion() -> None:
 async def test_arithmetic_calls_the_calculator() -> None:
     events = await collect(SimulatedChatModel(token_delay_ms=0), conversation("What is 6*7?"))
     began, completion = events
-    assert isinstance(began, ToolCallBegan) and began.name == "calculator"
+    assert isinstance(began, ToolCallStarted) and began.name == "calculator"
     assert isinstance(completion, Completion) and completion.finish_reason == "tool_calls"
     (call,) = completion.tool_calls
     assert (call.id, call.name) == (began.id, "calculator")
@@ -66,7 +67,7 @@ async def test_undeclared_tools_are_never_called() -> None:
     events = await collect(SimulatedChatModel(token_delay_ms=0), conversation("6*7?"), tools=())
     completion = events[-1]
     assert isinstance(completion, Completion) and completion.tool_calls == ()
-    assert all(isinstance(e, TextDelta) for e in events[:-1])
+    assert all(isinstance(e, Token) for e in events[:-1])
 
 
 async def test_tool_results_are_summed_up() -> None:
@@ -81,7 +82,7 @@ async def test_tool_results_are_summed_up() -> None:
         Message(role="tool", content='{"result": "12:00 UTC"}', tool_call_id="c2"),
     ]
     events = await collect(SimulatedChatModel(token_delay_ms=0), messages)
-    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    text = "".join(e.text for e in events if isinstance(e, Token))
     assert text == "The calculator says **42**. The current time is **12:00 UTC**."
 
 
