@@ -187,6 +187,7 @@ class Turn:
     turn_id: str = field(default_factory=new_turn_id)
     client: str = ""  # who asked, for quotas
     request_id: str = ""  # for the turn's log line
+    lost: bool = False  # declared lost elsewhere: its reply is stored by whoever did
     _released: bool = False
 
     async def events(self) -> AsyncGenerator[Event, None]:
@@ -309,9 +310,11 @@ class Turn:
         finally:
             with anyio.CancelScope(shield=True):
                 if status is None:
-                    # Stopped, cancelled, or a bug: keep what was relayed.
+                    # Stopped, cancelled, or a bug: keep what was relayed, unless a reader
+                    # declared this turn lost and stored it from the turn log already.
                     status = reply.cut_short()
-                    await self._store_reply(reply, status, quiet=True)
+                    if not self.lost:
+                        await self._store_reply(reply, status, quiet=True)
                 await self._release(status)
 
     async def abandon(self) -> None:

@@ -121,6 +121,7 @@ class LiveTurn:
                 )
             except TurnLost:
                 logger.warning("the turn was declared lost; stopping it")
+                self.turn.lost = True
                 self.stop()
                 return
             except Exception as exc:

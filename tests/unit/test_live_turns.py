@@ -139,3 +139,27 @@ async def test_big_events_are_split_into_batches_under_the_item_limit(size: int)
     read = await read_all(log, turn)
     assert [decode_event(e) for _, e in read.events] == live.events
     assert all(n <= 3 for n in log.batches) and len([n for n in log.batches if n]) >= 2
+
+
+async def test_a_live_producer_declared_lost_stops_and_leaves_one_stored_reply() -> None:
+    # GIVEN a turn whose lease is shorter than its heartbeat (a producer that looks dead)
+    store, log = MemorySessionStore(), MemoryTurnLog()
+    policy = LogPolicy(
+        flush_seconds=0.02, heartbeat_seconds=0.3, lease_seconds=0.01, lost_after_seconds=0.01
+    )
+    turns = LiveTurns(log=log, policy=policy)
+    turn = await new_turn(FakeModel([Step(tokens=["a", "b", "c", "d"], delay=0.1)]), store)
+    live = await turns.start(turn)
+    first = await log.read(turn.session_id, turn.turn_id, after=0, now=time.time())
+    assert first is not None
+    # WHEN a reader declares it lost and stores its reply from the log
+    with anyio.fail_after(5):
+        got = [e async for _, e in follow_log(log, store, first, after=0, policy=policy)]
+        await live.wait_finished()
+    # THEN the producer stopped (it learnt at its next write) and the session holds one reply:
+    # the one recovered from the log, as the reader saw it
+    assert got[-1] == Failed("the reply was interrupted")
+    assert live.stop_requested
+    session = await store.load(turn.session_id, now=time.time())
+    assert [m.role for m in session.messages] == ["user", "assistant"]
+    assert session.messages[-1].content == "".join(e.text for e in got if isinstance(e, Token))
