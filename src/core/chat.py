@@ -62,6 +62,10 @@ from core.tools import ToolRegistry
 
 Clock = Callable[[], float]
 logger = logging.getLogger("sse_chat_agent")
+_MESSAGE_TOO_LONG = (
+    "the message is too long for the model's context window, even without earlier messages; "
+    "send a shorter one"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +247,12 @@ class Turn:
                                 raise ReplyTooLong(MAX_MESSAGE_BYTES)
                 except ContextTooLong:
                     # Refused before anything streamed: once, try again with half the history.
-                    if shrunk or not self.past or reply.started:
+                    if reply.started:
+                        raise
+                    if not self.past and len(self.current) == 1:
+                        # Nothing left to drop: the message itself is over the window.
+                        raise ContextTooLong(_MESSAGE_TOO_LONG) from None
+                    if shrunk or not self.past:
                         raise
                     shrunk = True
                     self.past = self.past[len(self.past) // 2 + len(self.past) % 2 :]
