@@ -207,6 +207,9 @@ class Turn:
         status: Status | None = None  # set once the reply is stored
         outcome = self.outcome
         shrunk = False  # the history was halved once after a context-length refusal
+        # What the current step sent, until its usage is counted: a reply cut short (an upstream
+        # drop, Stop, a disconnect) never gets the provider's usage, but was generated.
+        uncounted: Sequence[Message] = ()
         try:
             yield Started(
                 session=self.session_id,
@@ -216,7 +219,7 @@ class Turn:
             steps = 0
             while True:
                 completion: Completion | None = None
-                sent = self._fit()
+                sent = uncounted = self._fit()
                 # At the step limit, tool calls are not announced: none of them would run.
                 last_step = steps >= self.limits.max_tool_steps
                 try:
@@ -259,6 +262,7 @@ class Turn:
                     continue
                 assert completion is not None, "ChatModel.stream ends with a Completion"
                 outcome.usage += completion.usage or self._estimate(sent, reply, completion)
+                uncounted = ()
                 if not completion.tool_calls:
                     await self._store_reply(reply, "complete")
                     status = "complete"
@@ -315,6 +319,7 @@ class Turn:
             outcome.error = str(exc)
             status = "failed" if isinstance(exc, ReplyTooLong) else reply.cut_short()
             await self._store_reply(reply, status, quiet=True)
+            self._count_unfinished(uncounted, reply)
             await self._release(status)
             yield Failed(_failure_message(exc))
         finally:
@@ -323,6 +328,7 @@ class Turn:
                     # Stopped, cancelled, or a bug: keep what was relayed.
                     status = reply.cut_short()
                     await self._store_reply(reply, status, quiet=True)
+                    self._count_unfinished(uncounted, reply)
                 await self._release(status)
 
     @property
@@ -349,13 +355,22 @@ class Turn:
             )
         return [*self.system, *fit(self.past, budget, count), *self.current]
 
-    def _estimate(self, sent: Sequence[Message], reply: _Reply, completion: Completion) -> Usage:
+    def _count_unfinished(self, sent: Sequence[Message], reply: _Reply) -> None:
+        """A step cut short after it started generating: its tokens count against the quotas
+        too (estimated), or stopping just before the end would make every reply free."""
+        if sent and reply.started:
+            self.outcome.usage += self._estimate(sent, reply, None)
+
+    def _estimate(
+        self, sent: Sequence[Message], reply: _Reply, completion: Completion | None
+    ) -> Usage:
         """The provider reported no usage: count it here, marked `estimated`, so the quotas
         still see it."""
         count = self.count_tokens
         prompt = sum(message_tokens(m, count) for m in sent) + self.tools.spec_tokens(count)
         generated = count(reply.text) + count(reply.reasoning)
-        generated += sum(count(c.name) + count(c.arguments) for c in completion.tool_calls)
+        if completion is not None:
+            generated += sum(count(c.name) + count(c.arguments) for c in completion.tool_calls)
         return Usage(prompt, generated, estimated=True)
 
     async def _release(self, status: Status) -> None:

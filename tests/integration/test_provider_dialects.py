@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -70,6 +71,40 @@ def test_the_daily_quota_counts_estimated_usage(
     assert refused.status_code == 429
     assert "daily token quota" in refused.json()["error"]
     assert len(simulator.log) == 1
+
+
+def test_a_reply_cut_short_still_counts_against_the_daily_quota(
+    simulator: SimulatorServer, live_app: AppFactory, http: httpx.Client
+) -> None:
+    # A cut reply never gets the provider's usage chunk: its tokens are estimated all the same.
+    url = live_app(settings_for(simulator, daily_token_quota=5)).url
+    simulator.sim.script({"chunks": ["a", "b", "c"], "fault": "cut", "after_chunks": 2})
+    got = turn(http, url)
+    assert got.tokens == ["a", "b"] and set(got.last) == {"error"}
+    refused = http.get(f"{url}/chat", params={"prompt": "again"})
+    assert refused.status_code == 429
+    assert "daily token quota" in refused.json()["error"]
+
+
+def test_a_stopped_reply_still_counts_against_the_daily_quota(
+    simulator: SimulatorServer, live_app: AppFactory, http: httpx.Client
+) -> None:
+    # Otherwise a client that stops every reply just before its end would never be counted.
+    url = live_app(settings_for(simulator, daily_token_quota=5)).url
+    simulator.sim.script({"chunks": [f"s{i} " for i in range(100)], "delay_ms": 50})
+    events: list[dict[str, Any]] = []
+    with httpx.stream("GET", f"{url}/chat", params={"prompt": "go"}, timeout=10) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line.removeprefix("data: ")))
+                if len(events) == 4:
+                    stop = http.post(f"{url}/sessions/{events[0]['session']}/stop")
+                    assert stop.status_code == 202
+    assert events[-1]["finish_reason"] == "stopped"
+    assert events[-1]["usage"]["estimated"] is True
+    assert events[-1]["usage"]["completion_tokens"] > 0
+    refused = http.get(f"{url}/chat", params={"prompt": "again"})
+    assert refused.status_code == 429
 
 
 # --- a drop before the first token -------------------------------------------------------------
