@@ -190,6 +190,8 @@ class Turn:
     deadline: float
     wall_clock: Clock = time.time
     count_tokens: TokenCounter = estimate_tokens
+    # A smaller context window the provider stated when it refused this turn's request.
+    stated_window: int | None = None
     outcome: TurnOutcome = field(default_factory=TurnOutcome)
     turn_id: str = field(default_factory=lambda: secrets.token_urlsafe(8))
     client: str = ""  # who asked, for quotas
@@ -248,8 +250,9 @@ class Turn:
                                 completion = event
                             if reply.size > MAX_MESSAGE_BYTES:
                                 raise ReplyTooLong(MAX_MESSAGE_BYTES)
-                except ContextTooLong:
-                    # Refused before anything streamed: once, try again with half the history.
+                except ContextTooLong as exc:
+                    # Refused before anything streamed: once, try again with less history, fit
+                    # to the window the provider stated, else half of it.
                     if reply.started:
                         raise
                     if not self.past and len(self.current) == 1:
@@ -258,7 +261,11 @@ class Turn:
                     if shrunk or not self.past:
                         raise
                     shrunk = True
-                    self.past = self.past[len(self.past) // 2 + len(self.past) % 2 :]
+                    ours = self.limits.context_tokens
+                    if exc.window is not None and (ours is None or exc.window < ours):
+                        self.stated_window = exc.window
+                    else:
+                        self.past = self.past[len(self.past) // 2 + len(self.past) % 2 :]
                     continue
                 assert completion is not None, "ChatModel.stream ends with a Completion"
                 outcome.usage += completion.usage or self._estimate(sent, reply, completion)
@@ -342,7 +349,7 @@ class Turn:
         `ContextTooLong` when this turn alone (system prompt, prompt, its tool exchanges and
         the room kept for the reply) is over the window: no history could help.
         """
-        window = self.limits.context_tokens
+        window = self.stated_window or self.limits.context_tokens
         if window is None:
             return self.messages
         count = self.count_tokens

@@ -60,24 +60,26 @@ def words(tag: str, n: int) -> str:
 def test_a_context_length_refusal_is_retried_once_with_half_the_history(
     simulator: SimulatorServer, app_url: str, http: httpx.Client
 ) -> None:
-    # GIVEN a provider with a 100-token window, and four turns of 21 words each (20 + "ok")
-    simulator.sim.context_tokens = 100
-    simulator.sim.script({"content": "ok", "times": 4}, {"content": "recovered answer"})
+    # GIVEN a session of four turns
+    simulator.sim.script({"content": "ok", "times": 4})
     session = None
     for i in range(4):
         got = turn(http, app_url, words(f"t{i}", 20), session)
         assert_done(got)
         session = got.session
-    assert [e["outcome"] for e in simulator.log] == ["completed"] * 4
-    # WHEN a fifth 20-word prompt makes 5 + 84 + 20 = 109 tokens
+    # WHEN the provider refuses the fifth with a context-length message that states no window
+    # (Bedrock's words), then answers
+    simulator.sim.script(
+        {"fault": "400", "error_message": "Input is too long for requested model."},
+        {"content": "recovered answer"},
+    )
     got = turn(http, app_url, words("t4", 20), session)
     # THEN the client sees one clean turn, its tokens once
     assert_done(got)
     assert got.text == "recovered answer"
-    # AND the provider refused the whole history, then got the newest half of it
+    # AND the provider got the newest half of the history on the retry
     refused, retried = simulator.log[4:]
-    assert refused["outcome"] == "context_length_exceeded"
-    assert retried["outcome"] == "completed"
+    assert refused["outcome"] == "400" and len(sent_messages(refused)) == 10
     assert sent_texts(retried) == [
         SYSTEM, words("t2", 20), "ok", words("t3", 20), "ok", words("t4", 20)
     ]  # fmt: skip
@@ -85,6 +87,34 @@ def test_a_context_length_refusal_is_retried_once_with_half_the_history(
     messages = stored(http, app_url, got.session)
     assert len(messages) == 10
     assert all(m["status"] == "complete" for m in messages)
+
+
+def test_a_provider_stating_a_smaller_window_gets_the_history_fit_to_it_every_turn(
+    simulator: SimulatorServer, live_app: AppFactory, http: httpx.Client
+) -> None:
+    # GIVEN a provider whose window (100) is far below the app's guess for the model (32,768):
+    # its refusal says "This model's maximum context length is 100 tokens."
+    url = live_app(settings_for(simulator, max_tokens=10, tools="")).url
+    simulator.sim.context_tokens = 100
+    simulator.sim.script({"content": "ok fine", "times": 12})
+    prompts = [f"t{i} " + "a " * 19 for i in range(12)]  # 20 words, about 25 tokens each
+    session = None
+    # WHEN a conversation of 12 turns of 20 words each goes on (halving alone would fail
+    # from the 9th turn on: half the history would still be over 100 tokens)
+    for i in range(12):
+        got = turn(http, url, prompts[i], session)
+        # THEN every turn is answered
+        assert_done(got)
+        session = got.session
+    # AND each refusal was followed by one request that fit, with the newest history
+    outcomes = [e["outcome"] for e in simulator.log]
+    assert outcomes.count("completed") == 12
+    assert outcomes.count("context_length_exceeded") >= 6
+    assert "context_length_exceeded, context_length_exceeded" not in ", ".join(outcomes)
+    last = sent_texts(simulator.log[-1])
+    assert last[-3:] == [prompts[10], "ok fine", prompts[11]]
+    assert sum(len(t.split()) for t in last) <= 100
+    assert len(stored(http, url, session)) == 24
 
 
 def test_a_prompt_that_alone_cannot_fit_is_a_clear_error_and_never_replayed(
@@ -98,13 +128,12 @@ def test_a_prompt_that_alone_cannot_fit_is_a_clear_error_and_never_replayed(
     # WHEN a 60-word prompt arrives
     huge = words("huge", 60)
     got = turn(http, app_url, huge, first.session)
-    # THEN a clear error: the message is too long, even without the earlier ones
+    # THEN a clear error: the message is too long for the window the provider stated
     message = assert_failed(got)
-    assert "too long for the model's context window" in message
-    assert "even without earlier messages" in message
-    # (the whole history, then none of it: two requests, both refused)
-    assert [e["outcome"] for e in simulator.log[1:]] == ["context_length_exceeded"] * 2
-    assert sent_texts(simulator.log[2])[-1] == huge and len(sent_texts(simulator.log[2])) == 2
+    assert "the message is too long for the model's context window (50 tokens" in message
+    assert "send a shorter one" in message
+    # (one request, refused: by the stated window no retry could fit)
+    assert [e["outcome"] for e in simulator.log[1:]] == ["context_length_exceeded"]
     # AND the turn is stored, failed, visible in the session
     messages = stored(http, app_url, first.session)
     assert [(m["role"], m["status"]) for m in messages[2:]] == [
@@ -118,7 +147,25 @@ def test_a_prompt_that_alone_cannot_fit_is_a_clear_error_and_never_replayed(
         assert huge not in [m["content"] for m in sent]
         assert all(m["content"] for m in sent if m["role"] == "assistant")
         assert next(m["content"] for m in sent if m["role"] == "user") == "hello there"
-    assert len(simulator.log) == 5
+    assert len(simulator.log) == 4
+
+
+def test_a_message_alone_over_a_window_no_refusal_states_is_a_clear_error(
+    simulator: SimulatorServer, app_url: str, http: httpx.Client
+) -> None:
+    # A refusal that states no window, even once the history is gone: the message is named.
+    simulator.sim.script({"content": "short reply"})
+    first = turn(http, app_url, "hello there")
+    simulator.sim.script(
+        {"fault": "400", "error_message": "prompt is too long", "times": 2}, {"content": "ok"}
+    )
+    message = assert_failed(turn(http, app_url, words("huge", 60), first.session))
+    assert "the message is too long for the model's context window, even without earlier" in (
+        message
+    )
+    assert [len(sent_messages(e)) for e in simulator.log[1:]] == [4, 2]
+    assert_done(turn(http, app_url, "and now?", first.session))
+    assert sent_texts(simulator.log[-1])[1:] == ["hello there", "short reply", "and now?"]
 
 
 def test_the_app_refuses_a_prompt_over_its_own_window_without_calling_the_provider(

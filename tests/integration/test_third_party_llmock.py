@@ -11,7 +11,9 @@ the stored reply equals the relayed text. LLMock's own behaviour is kept: with t
 calls one first, then answers (two requests a turn). Its faults used: a 429 with Retry-After, a
 connection dropped before the first chunk and another mid-stream, a stream cut short without a
 finish reason, its "prompt too long" error (400 `context_length_exceeded`), and its context
-window (`context_window`: a longer prompt is refused the same way). Its verdict
+window (`context_window`: a longer prompt is refused the same way, stating the window): one
+huge prompt, and a long session past the window with the app's CONTEXT_TOKENS left far above
+it (the issue's case: every later turn failed). Its verdict
 (`GET /_llmock/verdict`), which grades the client's retries, finds nothing on the retried faults;
 it flags the two mid-stream faults as not retried, which is the relay's rule (see that test).
 """
@@ -205,3 +207,38 @@ def test_its_context_window_refuses_a_huge_prompt_and_the_session_goes_on(
     sent = llmock.requests()[-1]["body"]["messages"]
     assert huge not in [m["content"] for m in sent]
     assert [m["content"] for m in sent if m["role"] == "user"] == ["Say hello.", "Say hello again."]
+
+
+def test_a_long_session_past_its_context_window_keeps_working(
+    llmock: Mock, simulator: SimulatorServer, live_app: AppFactory, http: httpx.Client
+) -> None:
+    # GIVEN LLMock with a 600-token window, and the app's window left at its guess for the
+    # model (128,000 for gpt-4o-mini): the issue's case, where every turn failed for good
+    llmock.server.state.limiter.configure(llmock_ratelimit.LimitSettings(context_window=600))
+    settings = settings_for(
+        simulator,
+        openai_base_url=llmock.base_url,
+        openai_api_key="llmock-test-key",
+        openai_model="gpt-4o-mini",
+        max_tokens=50,
+        tools="",
+    )
+    url = live_app(settings).url
+    session = None
+    prompts = [
+        f"Turn {i}. " + "Tell me more about the weather and the sea. " * 6 for i in range(20)
+    ]
+    # WHEN twenty turns of about 70 of its tokens each go on (half the history alone would be
+    # over the window from about the 16th on)
+    for prompt in prompts:
+        got = turn(http, url, prompt, session)
+        # THEN each is answered
+        assert check_contract(http, url, got) == "done"
+        session = got.session
+    assert session is not None
+    records = llmock.requests()
+    assert sum(r["status"] == 200 for r in records) == 20
+    assert any(r["status"] == 400 for r in records)  # the window was reached
+    last = [m["content"] for m in records[-1]["body"]["messages"] if m["role"] == "user"]
+    assert last[-1] == prompts[-1] and prompts[0] not in last
+    assert len(stored(http, url, session)) == 40  # storage keeps every turn

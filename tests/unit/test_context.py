@@ -21,6 +21,7 @@ from core.context import (
     token_counter,
 )
 from core.messages import Message, Status, ToolCall
+from core.openai_stream import _is_context_error, _stated_window
 
 bpe_openai = pytest.importorskip("bpe_openai")
 
@@ -183,3 +184,30 @@ def test_message_tokens_count_the_overhead_and_tool_calls() -> None:
         + estimate_tokens("calculator")
         + estimate_tokens(CALL.arguments)
     )
+
+
+@pytest.mark.parametrize(
+    ("error", "window"),
+    [
+        # OpenAI, vLLM, Groq, Together
+        ({"message": "This model's maximum context length is 8192 tokens. However, your "
+                     "messages resulted in 9000 tokens.", "code": "context_length_exceeded"}, 8192),
+        ({"message": "This model's maximum context length is 128,000 tokens."}, 128_000),
+        ({"message": "prompt is too long: 204312 tokens > 200000 maximum"}, 200_000),  # Anthropic
+        ({"message": "The input token count (40000) exceeds the maximum number of tokens "
+                     "allowed (32768)."}, 32_768),  # Gemini
+        ({"message": "the request exceeds the available context size", "n_ctx": 4096}, 4096),
+        ({"message": "This model's maximum context length was exceeded."}, None),
+        ({"message": "Input is too long for requested model."}, None),
+        ({"message": "maximum context length is 0 tokens"}, None),
+    ],
+)  # fmt: skip
+def test_the_window_a_context_refusal_states(error: dict[str, object], window: int | None) -> None:
+    payload = {"error": error}
+    assert _is_context_error(payload)
+    assert _stated_window(payload) == window
+
+
+def test_other_refusals_are_not_context_errors() -> None:
+    assert not _is_context_error({"error": {"message": "Invalid model", "code": "model_not_found"}})
+    assert not _is_context_error({"error": {"message": "Rate limit reached on tokens per min"}})
