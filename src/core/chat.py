@@ -255,8 +255,9 @@ class Turn:
                     # to the window the provider stated, else half of it.
                     if reply.started:
                         raise
-                    if not self.past and len(self.current) == 1:
-                        # Nothing left to drop: the message itself is over the window.
+                    no_history = len(sent) == len(self.system) + len(self.current)
+                    if no_history and len(self.current) == 1:
+                        # No history was sent: the message itself is over the window.
                         raise ContextTooLong(_MESSAGE_TOO_LONG) from None
                     if shrunk or not self.past:
                         raise
@@ -346,8 +347,9 @@ class Turn:
     def _fit(self) -> list[Message]:
         """What the model receives now: the newest history that fits the context window.
 
-        `ContextTooLong` when this turn alone (system prompt, prompt, its tool exchanges and
-        the room kept for the reply) is over the window: no history could help.
+        When this turn alone (system prompt, prompt, its tool exchanges and the room kept for
+        the reply) is over the window by this server's count, it goes alone: the count may be
+        an estimate, above the provider's, and the provider's refusal says it best.
         """
         window = self.stated_window or self.limits.context_tokens
         if window is None:
@@ -355,11 +357,8 @@ class Turn:
         count = self.count_tokens
         fixed = sum(message_tokens(m, count) for m in (*self.system, *self.current))
         budget = window - self.limits.reply_tokens - self.tools.spec_tokens(count) - fixed
-        if budget < 0:
-            raise ContextTooLong(
-                f"the message is too long for the model's context window ({window} tokens, "
-                f"{self.limits.reply_tokens} of them kept for the reply); send a shorter one"
-            )
+        if budget <= 0:
+            return [*self.system, *self.current]
         return [*self.system, *fit(self.past, budget, count), *self.current]
 
     def _count_unfinished(self, sent: Sequence[Message], reply: _Reply) -> None:

@@ -128,12 +128,12 @@ def test_a_prompt_that_alone_cannot_fit_is_a_clear_error_and_never_replayed(
     # WHEN a 60-word prompt arrives
     huge = words("huge", 60)
     got = turn(http, app_url, huge, first.session)
-    # THEN a clear error: the message is too long for the window the provider stated
+    # THEN a clear error: the message is too long, even without the earlier ones
     message = assert_failed(got)
-    assert "the message is too long for the model's context window (50 tokens" in message
-    assert "send a shorter one" in message
-    # (one request, refused: by the stated window no retry could fit)
-    assert [e["outcome"] for e in simulator.log[1:]] == ["context_length_exceeded"]
+    assert "too long for the model's context window, even without earlier messages" in message
+    # (with the history, then alone: two requests, both refused)
+    assert [e["outcome"] for e in simulator.log[1:]] == ["context_length_exceeded"] * 2
+    assert sent_texts(simulator.log[2])[-1] == huge and len(sent_texts(simulator.log[2])) == 2
     # AND the turn is stored, failed, visible in the session
     messages = stored(http, app_url, first.session)
     assert [(m["role"], m["status"]) for m in messages[2:]] == [
@@ -147,7 +147,7 @@ def test_a_prompt_that_alone_cannot_fit_is_a_clear_error_and_never_replayed(
         assert huge not in [m["content"] for m in sent]
         assert all(m["content"] for m in sent if m["role"] == "assistant")
         assert next(m["content"] for m in sent if m["role"] == "user") == "hello there"
-    assert len(simulator.log) == 4
+    assert len(simulator.log) == 5
 
 
 def test_a_message_alone_over_a_window_no_refusal_states_is_a_clear_error(
@@ -168,13 +168,23 @@ def test_a_message_alone_over_a_window_no_refusal_states_is_a_clear_error(
     assert sent_texts(simulator.log[-1])[1:] == ["hello there", "short reply", "and now?"]
 
 
-def test_the_app_refuses_a_prompt_over_its_own_window_without_calling_the_provider(
+def test_a_prompt_over_the_apps_own_window_goes_alone_and_the_provider_decides(
     simulator: SimulatorServer, live_app: AppFactory, http: httpx.Client
 ) -> None:
-    url = live_app(settings_for(simulator, context_tokens=300, max_tokens=50)).url
-    message = assert_failed(turn(http, url, "word " * 400))
-    assert "too long for the model's context window" in message
-    assert simulator.log == []
+    # GIVEN CONTEXT_TOKENS=300 (50 kept for the reply) and a session with one turn
+    url = live_app(settings_for(simulator, context_tokens=300, max_tokens=50, tools="")).url
+    simulator.sim.script({"content": "short reply", "times": 3})
+    first = turn(http, url, "hello there")
+    # WHEN a prompt over 300 tokens by the app's estimate (400 by the provider's words) comes
+    big = "word " * 400
+    # THEN it is sent without history: the estimate may be above the provider's count
+    assert_done(turn(http, url, big, first.session))
+    assert sent_texts(simulator.log[-1]) == [SYSTEM, big]
+    # AND when the provider's window is indeed smaller, its refusal is the clear error, at once
+    simulator.sim.context_tokens = 300
+    message = assert_failed(turn(http, url, big, first.session))
+    assert "too long for the model's context window, even without earlier messages" in message
+    assert [e["outcome"] for e in simulator.log] == ["completed"] * 2 + ["context_length_exceeded"]
 
 
 def test_a_conversation_past_a_300_token_window_keeps_working_and_storage_keeps_everything(
