@@ -42,8 +42,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from bench import cold_start
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "latest.json"
+COLD_RESULTS = ROOT / "bench" / "results" / "cold-start.json"
 HOST = "127.0.0.1"
 STAMP = re.compile(rb'"(\d+) "')  # a stamp token, in `"content":"…"` and in `"token": "…"`
 RELAY_END = b'"lifecycle": "done"'
@@ -824,7 +827,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--memory-streams", type=int, default=200)
     parser.add_argument("--imports", type=int, default=5, help="cold import repeats (0: skip)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
-    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--cold-starts", type=int, default=5, help="artifact cold start runs per app (0: skip)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["all", "cold-start"],
+        default="all",
+        help=f"cold-start: only the artifact's cold start and size (default output {COLD_RESULTS})",
+    )
+    parser.add_argument("--output", type=Path, default=None, help=f"default {RESULTS}")
     parser.add_argument(
         "--variant",
         default="",
@@ -846,6 +858,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     began = time.monotonic()
     load_at_start = round(os.getloadavg()[0], 2)
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    if args.only == "cold-start":
+        output = args.output or COLD_RESULTS
+        print("f. artifact cold start and size", flush=True)
+        results = cold_start.measure(max(args.cold_starts, 1))
+        results["targets"] = cold_start.targets(results)
+        results["machine"] = machine(False, "") | {"load_average_1m_at_start": load_at_start}
+        results["duration_s"] = round(time.monotonic() - began, 1)
+        _write(output, results)
+        print("\n" + "\n".join(cold_start.table(results)) + f"\n\nWritten to {output}")
+        return
+    output = args.output or RESULTS
     pinned = can_pin(args.no_pin)
     print("e. cold import (fresh interpreters)", flush=True)
     cold = measure_cold_import(app_env(sim_port=9), args.imports) if args.imports else None
@@ -853,18 +876,31 @@ def main(argv: Sequence[str] | None = None) -> None:
         results = asyncio.run(measure(Bench(sim, app), args))
     results["cold_import_ms"] = cold
     results["targets"] = targets(results)
+    if args.cold_starts:
+        # After the relay runs, whose pinning it must not inherit.
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, range(os.cpu_count() or 1))
+        print("f. artifact cold start and size", flush=True)
+        results |= cold_start.measure(args.cold_starts)
+        results["targets"] |= cold_start.targets(results)
     results["machine"] = machine(pinned, args.variant) | {"load_average_1m_at_start": load_at_start}
     results["duration_s"] = round(time.monotonic() - began, 1)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    _write(output, results)
     print()
     for line in table(results):
         print(line)
+    if args.cold_starts:
+        print("\n" + "\n".join(cold_start.table(results)))
     m = results["machine"]
     print(
         f"\n{m['nproc']} x {m['cpu_model']}, Python {m['python']}, {m['server']}; "
-        f"{m['pinning']}. {results['duration_s']} s. Written to {args.output}"
+        f"{m['pinning']}. {results['duration_s']} s. Written to {output}"
     )
+
+
+def _write(output: Path, results: dict[str, Any]) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
 
 
 if __name__ == "__main__":

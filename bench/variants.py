@@ -24,8 +24,9 @@ def main() -> None:
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="uvloop")
     args = parser.parse_args()
     settings = Settings()
-    options = {**uvicorn_options(settings), "http": args.http, "loop": args.loop}
-    if args.http != "h11":
+    options = {**uvicorn_options(settings), "loop": args.loop}
+    if args.http != "h11":  # h11 is the shipped protocol (with its request-head deadline)
+        options["http"] = args.http
         options.pop("h11_max_incomplete_event_size", None)
     host = os.environ.get("HOST") or "127.0.0.1"
     uvicorn.run(create_app(settings), host=host, port=int(os.environ["PORT"]), **options)

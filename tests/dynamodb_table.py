@@ -25,7 +25,8 @@ def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[st
         value = loader.construct_sequence(node, deep=True)
     else:
         value = loader.construct_mapping(node, deep=True)  # type: ignore[arg-type]
-    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    # The long forms: {"Ref": ...} and {"Condition": ...} have no Fn:: prefix.
+    name = suffix if suffix in ("Ref", "Condition") else f"Fn::{suffix}"
     return {name: value}
 
 

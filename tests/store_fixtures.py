@@ -63,3 +63,18 @@ def use_fake_aws(monkeypatch: pytest.MonkeyPatch, endpoint: str) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", FAKE_REGION)
     monkeypatch.setenv("AWS_REGION", FAKE_REGION)
     monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", endpoint)
+
+
+def fresh_table(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new table shaped by template.yaml's SessionsTable on the moto server, reached the way
+    the app reaches it (AWS_ENDPOINT_URL_DYNAMODB and fake credentials)."""
+    import uuid
+
+    import boto3
+
+    from tests.dynamodb_table import create_table_from_template
+
+    use_fake_aws(monkeypatch, moto_endpoint())
+    name = f"sessions-{uuid.uuid4().hex[:8]}"
+    create_table_from_template(boto3.client("dynamodb"), name)
+    return name

@@ -1,16 +1,17 @@
-"""Typed errors, translated once: to HTTP statuses in handlers, to `{"error"}` events mid-stream.
+"""Typed errors in the domain's words, translated once: to HTTP statuses by one table in
+`handlers.errors`, to `{"error"}` events mid-stream. They carry no HTTP codes.
 
 ChatError
-├── RequestError                 bad input, refused before any model call (4xx)
-│   ├── InvalidRequest           400
-│   ├── InvalidSessionId         400
-│   ├── UnknownRole              400
-│   ├── PromptTooLong            413
-│   ├── MessageTooLarge          413 (one message over the store's item limit)
-│   ├── Unauthorized             401
-│   ├── SessionNotFound          404
-│   ├── SessionBusy              409 (another turn holds the session)
-│   └── RateLimited              429 (with retry_after)
+├── RequestError                 bad input, refused before any model call
+│   ├── InvalidRequest           malformed or missing input
+│   ├── InvalidSessionId
+│   ├── UnknownRole
+│   ├── PromptTooLong
+│   ├── MessageTooLarge          one message over the store's item limit
+│   ├── Unauthorized             no or wrong access key
+│   ├── SessionNotFound          unknown or expired
+│   ├── SessionBusy              another turn holds the session
+│   └── RateLimited              with retry_after
 ├── SessionConflict              a sequence number was taken by a concurrent writer
 ├── ReplyTooLong                 the reply outgrew what one stored message may hold
 ├── TooManyToolCalls             the model asked for more tool calls in one step than allowed
@@ -34,32 +35,28 @@ class ChatError(Exception):
 
 
 class RequestError(ChatError):
-    status_code = 400
+    pass
 
 
 class InvalidRequest(RequestError):
-    status_code = 400
+    pass
 
 
 class InvalidSessionId(RequestError):
-    status_code = 400
-
     def __init__(self) -> None:
         super().__init__("malformed session id")
 
 
 class UnknownRole(RequestError):
-    status_code = 400
+    pass
 
 
 class PromptTooLong(RequestError):
-    status_code = 413
+    pass
 
 
 class MessageTooLarge(RequestError):
     """One message is over `core.history.MAX_MESSAGE_BYTES` (DynamoDB's item limit is 400 KB)."""
-
-    status_code = 413
 
     def __init__(self, size_bytes: int, limit_bytes: int) -> None:
         super().__init__(f"message too large to store: {size_bytes} bytes (limit {limit_bytes})")
@@ -68,27 +65,21 @@ class MessageTooLarge(RequestError):
 
 
 class Unauthorized(RequestError):
-    status_code = 401
+    pass
 
 
 class SessionNotFound(RequestError):
-    status_code = 404
-
     def __init__(self, session_id: str = "") -> None:
         super().__init__("unknown or expired session")
         self.session_id = session_id
 
 
 class SessionBusy(RequestError):
-    status_code = 409
-
     def __init__(self) -> None:
         super().__init__("another turn is in progress on this session; retry when it ends")
 
 
 class RateLimited(RequestError):
-    status_code = 429
-
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message)
         self.retry_after = retry_after

@@ -78,9 +78,14 @@ class Settings(BaseSettings):
     forwarded_allow_ips: str = Field(
         default="", description="proxies whose X-Forwarded-For is trusted; empty: none"
     )
+    header_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="a new connection must send its request head in time"
+    )
     limit_concurrency: int = Field(
         default=1000, ge=1, description="connections + requests at once before 503s (uvicorn)"
     )
+    emit_metrics: bool = Field(default=False, description="EMF metrics off Lambda too")
+    powertools_metrics_namespace: str = "SseChatAgent"
     # Set by Lambda itself: where its request context and deadline headers can be trusted.
     aws_lambda_function_name: str | None = None
 

@@ -21,7 +21,7 @@ import anyio
 from core.errors import TurnDeadline
 from core.events import Usage
 from core.messages import Message, ToolCall
-from core.ports import Completion, ModelEvent, TextDelta, ToolCallBegan
+from core.ports import Completion, ModelEvent, ReasoningDelta, TextDelta, ToolCallBegan
 
 SIMULATED_MODEL_NAME = "simulator"
 
@@ -34,6 +34,7 @@ _IANA_ZONE = re.compile(
     r"\b(?:Africa|America|Antarctica|Arctic|Asia|Atlantic|Australia|Europe|Indian|Pacific|Etc)"
     r"/[A-Za-z_+-]+(?:/[A-Za-z_+-]+)?"
 )
+_ASKS_TO_THINK = re.compile(r"\b(?:think|reason)", re.IGNORECASE)
 _ECHO_LIMIT = 200
 
 
@@ -51,6 +52,7 @@ class Decision:
 
     text: str = ""
     tool_calls: tuple[PlannedCall, ...] = ()
+    reasoning: str = ""  # streamed first, as a reasoning model does
 
 
 def split_words(text: str) -> list[str]:
@@ -105,16 +107,33 @@ def decide(messages: Sequence[Message], tools: Collection[str]) -> Decision:
         return Decision(text=" ".join(summaries))
 
     prompt = next((m.content for m in reversed(messages) if m.role == "user"), "")
+    thought = think(prompt, tools) if _ASKS_TO_THINK.search(prompt) else ""
     if "calculator" in tools:
         expression = find_expression(prompt)
         if expression is not None:
             arguments = json.dumps({"expression": expression})
-            return Decision(tool_calls=(PlannedCall("calculator", arguments),))
+            return Decision(tool_calls=(PlannedCall("calculator", arguments),), reasoning=thought)
     if "get_current_time" in tools and _ASKS_TIME.search(prompt):
         zone = _IANA_ZONE.search(prompt)
         arguments = json.dumps({"timezone": zone.group() if zone else "UTC"})
-        return Decision(tool_calls=(PlannedCall("get_current_time", arguments),))
-    return Decision(text=hello(prompt))
+        return Decision(tool_calls=(PlannedCall("get_current_time", arguments),), reasoning=thought)
+    return Decision(text=hello(prompt), reasoning=thought)
+
+
+def think(prompt: str, tools: Collection[str]) -> str:
+    """The simulated reasoning for a prompt that asks for it ("think", "reason"): what a
+    reasoning model streams before its answer, so the whole path shows offline."""
+    words = len(prompt.split())
+    expression = find_expression(prompt) if "calculator" in tools else None
+    plan = (
+        f"There is arithmetic in it ({expression}), so I will use the calculator rather than guess."
+        if expression
+        else "Nothing in it needs a tool, so I will answer directly."
+    )
+    return (
+        f"The user asks me to think first. Their message has {words} words. {plan} "
+        "(This reasoning comes from the built-in simulator, not from a model.)"
+    )
 
 
 def tool_summary(name: str, output: str) -> str:
@@ -170,8 +189,12 @@ class SimulatedChatModel:
         deadline: float | None = None,
     ) -> AsyncGenerator[ModelEvent, None]:
         decision = decide(messages, declared_tool_names(tools))
+        thoughts = split_words(decision.reasoning)
         pieces = split_words(decision.text)
         next_at = time.monotonic()
+        for thought in thoughts:
+            next_at = await self._pace(next_at, deadline)
+            yield ReasoningDelta(thought)
         for piece in pieces:
             next_at = await self._pace(next_at, deadline)
             yield TextDelta(piece)
@@ -185,7 +208,11 @@ class SimulatedChatModel:
         prompt_tokens = sum(len(m.content.split()) for m in messages)
         yield Completion(
             finish_reason="tool_calls" if calls else "stop",
-            usage=Usage(prompt_tokens, len(pieces) + len(calls)),
+            usage=Usage(
+                prompt_tokens,
+                len(thoughts) + len(pieces) + len(calls),
+                len(thoughts) if thoughts else None,
+            ),
             tool_calls=calls,
         )
 

@@ -16,14 +16,12 @@ from importlib.resources import files
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, StrictStr
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.chat import Turn, TurnLimits, TurnRequest, begin_turn
 from core.context import context_window, token_counter
-from core.errors import InvalidRequest, RateLimited, RequestError, StoreError
+from core.errors import InvalidRequest
 from core.live_turns import LiveTurn, LiveTurns
 from core.ports import ChatModel, SessionStore, is_simulated
 from core.rate_limit import RateLimiter
@@ -32,6 +30,7 @@ from core.roles import system_prompt_for
 from core.session_ids import check_session_id
 from core.settings import Settings
 from core.tools import ToolRegistry, builtin_registry
+from handlers.errors import install_error_handlers
 from handlers.logs import configure_logging
 from handlers.observability import TurnTelemetry
 from handlers.page_files import PageFiles
@@ -92,7 +91,12 @@ def create_app(
     store = sessions or build_store(settings)
     registry = tools if tools is not None else builtin_registry(settings.tool_names)
     limiter = rate_limiter or build_rate_limiter(settings, store)
-    telemetry = TurnTelemetry(settings.log_level)
+    telemetry = TurnTelemetry(
+        settings.log_level,
+        # EMF metrics on Lambda (CloudWatch parses them from the log); off locally unless asked.
+        emit_metrics=settings.on_lambda or settings.emit_metrics,
+        namespace=settings.powertools_metrics_namespace,
+    )
     # With an access key, a request reaching a route has passed `AccessKeyGuard`: its key is
     # genuine and may name the client; without one, a sent key proves nothing.
     keyed = settings.access_key is not None or bool(settings.access_key_secret)
@@ -138,12 +142,19 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if simulated:
             logger.warning("No OPENAI_API_KEY set: the in-process simulated model answers")
+        from handlers.services import warm_up  # Lambda init: boto3 client, Powertools, secrets
+
+        await warm_up(settings, store)
         # Everything built so far lives as long as the process: freezing it keeps the cyclic
-        # GC's full collections from rescanning it while streams run.
-        gc.collect()
-        gc.freeze()
+        # GC's full collections from rescanning it while many streams run. Not on Lambda: one
+        # request at a time there, and the collection costs about 50 ms of every cold start.
+        frozen = not settings.on_lambda
+        if frozen:
+            gc.collect()
+            gc.freeze()
         yield
-        gc.unfreeze()
+        if frozen:
+            gc.unfreeze()
         await turns.aclose()
         await store.aclose()
         aclose = getattr(chat_model, "aclose", None)
@@ -161,7 +172,7 @@ def create_app(
         redoc_url=None,
     )
     app.state.turns = turns
-    _install_error_handlers(app)
+    install_error_handlers(app)
     # Innermost first: the body limit, then the access key (checked before any body is read),
     # then the page's security headers on every answer, then CORS outermost.
     app.add_middleware(BodyLimit, limit=settings.body_limit)
@@ -288,8 +299,9 @@ def create_app(
     async def page() -> FileResponse:
         return FileResponse(str(STATIC_DIR.joinpath("index.html")), media_type="text/html")
 
-    # The page references its files relatively (app.js next to index.html), so it also works
-    # opened as a file; served here they sit at the root, after every route.
+    # The page references its files relatively (main.js next to index.html), so any static host
+    # can serve it too (pointed here with ?api=); served here they sit at the root, after every
+    # route.
     app.mount("/", PageFiles(directory=str(STATIC_DIR)), name="static")
     return app
 
@@ -334,57 +346,12 @@ def _lambda_deadline(request: Request, *, on_lambda: bool) -> float | None:
     return time.monotonic() + max(left, 0.0)
 
 
-def _error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def _install_error_handlers(app: FastAPI) -> None:
-    """Every refusal is `application/json` `{"error": ...}`; never a traceback."""
-
-    @app.exception_handler(RequestError)
-    async def request_error(_: Request, exc: RequestError) -> JSONResponse:
-        headers = {"Retry-After": str(exc.retry_after)} if isinstance(exc, RateLimited) else None
-        return _error(exc.status_code, str(exc), headers)
-
-    @app.exception_handler(StoreError)
-    async def store_error(_: Request, exc: StoreError) -> JSONResponse:
-        return _error(503, str(exc), {"Retry-After": "1"})
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return _error(400, _describe_validation(exc))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return _error(exc.status_code, str(exc.detail), dict(exc.headers or {}))
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.error("unexpected %s", type(exc).__name__)
-        return _error(500, "internal error")
-
-
-def _describe_validation(exc: RequestValidationError) -> str:
-    problems = []
-    for error in exc.errors():
-        if error.get("type") == "json_invalid":
-            return "request body is not valid JSON"
-        where = ".".join(str(p) for p in error.get("loc", ()) if p != "body") or "body"
-        problems.append(f"{where}: {error.get('msg', 'invalid')}")
-    return "; ".join(problems) or "invalid request"
-
-
 def __getattr__(name: str) -> Any:
-    """`app` and `handler` are built on first use, so importing this module stays cheap."""
+    """`app` (what uvicorn serves) is built on first use, so importing this module stays cheap.
+
+    The buffered Lambda entry point is `handlers.buffered.handler`.
+    """
     if name == "app":
         globals()["app"] = create_app()
         return globals()["app"]
-    if name == "handler":
-        from mangum import Mangum
-
-        # Buffered Lambda entry (sam local invoke, API Gateway, ALB): its own app instance.
-        # Lifespan off: Mangum would run shutdown after every invocation, closing the HTTP
-        # client that warm invocations reuse.
-        globals()["handler"] = Mangum(create_app(), lifespan="off")
-        return globals()["handler"]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

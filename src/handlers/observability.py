@@ -6,7 +6,6 @@ Never the prompt at INFO, never a key.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any
 
 from core.chat import Turn
@@ -21,8 +20,12 @@ NAMESPACE = "SseChatAgent"
 class TurnTelemetry:
     """Built lazily: Powertools costs ~50 ms to import, which the cold path does not need."""
 
-    def __init__(self, log_level: str) -> None:
+    def __init__(
+        self, log_level: str, *, emit_metrics: bool = False, namespace: str = NAMESPACE
+    ) -> None:
         self._level = log_level.upper()
+        self._emit_metrics = emit_metrics
+        self._namespace = namespace
         self._logger: Logger | None = None
         self._metrics: Metrics | None = None
 
@@ -40,7 +43,7 @@ class TurnTelemetry:
             from aws_lambda_powertools import Metrics
 
             self._metrics = Metrics(
-                namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", NAMESPACE),
+                namespace=self._namespace,
                 service=SERVICE,
             )
         return self._metrics
@@ -63,7 +66,7 @@ class TurnTelemetry:
             self.logger.warning("turn failed", extra=fields)
         else:
             self.logger.info("turn", extra=fields)
-        if not _emit_metrics():
+        if not self._emit_metrics:
             return
         from aws_lambda_powertools.metrics import MetricUnit
 
@@ -77,11 +80,6 @@ class TurnTelemetry:
             ttft = outcome.first_token_seconds * 1000
             metrics.add_metric("TimeToFirstToken", MetricUnit.Milliseconds, ttft)
         metrics.flush_metrics()
-
-
-def _emit_metrics() -> bool:
-    """EMF metrics on Lambda (CloudWatch parses them from the log); off locally unless asked."""
-    return bool(os.environ.get("AWS_LAMBDA_FUNCTION_NAME") or os.environ.get("EMIT_METRICS"))
 
 
 def _ms(seconds: float | None) -> float | None:

@@ -120,7 +120,7 @@ class AccessKeyGuard:
         if (
             scope["type"] != "http"
             or scope["method"] == "OPTIONS"
-            or not scope["path"].startswith(self._guarded)
+            or not _under(scope["path"], self._guarded)
         ):
             await self.app(scope, receive, send)
             return
@@ -140,6 +140,11 @@ class AccessKeyGuard:
                 await response(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    """`path` is one of `prefixes` or below one, by whole segments (`/chat.js` is not `/chat`)."""
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
 
 
 class BodyLimit:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from functools import partial
 
 import httpx
+from pydantic import SecretStr
 
 from core.openai_stream import OpenAIChatModel
 from core.ports import ChatModel, SessionStore
@@ -14,6 +16,8 @@ from core.settings import Settings
 from core.simulated_model import SimulatedChatModel
 
 SECRET_MAX_AGE_SECONDS = 300
+
+logger = logging.getLogger("sse_chat_agent")
 
 
 class Model(OpenAIChatModel):
@@ -50,21 +54,23 @@ def build_model(settings: Settings) -> ChatModel:
 
 
 async def _api_key(settings: Settings) -> str | None:
-    """OPENAI_API_KEY, else the Secrets Manager secret (read lazily, cached, never logged)."""
-    if settings.openai_api_key is not None:
-        return settings.openai_api_key.get_secret_value()
-    if not settings.openai_api_key_secret:
-        return None
-    return await read_secret(settings.openai_api_key_secret)
+    """OPENAI_API_KEY, else the OPENAI_API_KEY_SECRET secret."""
+    return await configured_secret(settings.openai_api_key, settings.openai_api_key_secret)
 
 
 async def access_key(settings: Settings) -> str | None:
     """ACCESS_KEY, else the ACCESS_KEY_SECRET secret; None: the URL is open."""
-    if settings.access_key is not None:
-        return settings.access_key.get_secret_value()
-    if not settings.access_key_secret:
+    return await configured_secret(settings.access_key, settings.access_key_secret)
+
+
+async def configured_secret(value: SecretStr | None, secret_id: str | None) -> str | None:
+    """A secret given directly, else read from Secrets Manager by id (lazily, cached, never
+    logged); None when neither is configured."""
+    if value is not None:
+        return value.get_secret_value()
+    if not secret_id:
         return None
-    return await read_secret(settings.access_key_secret)
+    return await read_secret(secret_id)
 
 
 async def read_secret(secret_id: str) -> str:
@@ -116,3 +122,32 @@ def build_store(settings: Settings) -> SessionStore:
     from core.sqlite_store import SQLiteSessionStore
 
     return SQLiteSessionStore(settings.sqlite_path, ttl_seconds=settings.session_ttl_seconds)
+
+
+async def warm_up(settings: Settings, store: SessionStore) -> None:
+    """On Lambda, do at init what the first request would otherwise pay for.
+
+    Init runs before the Web Adapter's readiness check passes, on the full CPU share, and
+    ahead of any user's request: import boto3 and build the DynamoDB client, import
+    Powertools' Logger and Metrics, and fetch (and cache) the secrets. Off Lambda nothing
+    happens, so `make serve` and the tests start as fast as before. A failure here is logged
+    by type only and left for the request to meet (and report) again.
+    """
+    if not settings.on_lambda:
+        return
+    import anyio
+
+    from core.dynamodb_store import DynamoDBSessionStore
+
+    def imports_and_client() -> None:
+        import aws_lambda_powertools.metrics  # noqa: F401  (the package brings Logger too)
+
+        if isinstance(store, DynamoDBSessionStore):
+            store._get_client()
+
+    try:
+        await anyio.to_thread.run_sync(imports_and_client)
+        await _api_key(settings)
+        await access_key(settings)
+    except Exception as exc:
+        logger.warning("warm-up incomplete: %s", type(exc).__name__)

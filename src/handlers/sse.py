@@ -9,7 +9,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, assert_never
 
 import anyio
 from fastapi.sse import KEEPALIVE_COMMENT, format_sse_event
@@ -63,7 +63,8 @@ def payload(event: Event) -> dict[str, Any]:
             if usage.estimated:
                 usage_out["estimated"] = True
             return {"lifecycle": "done", "finish_reason": reason, "usage": usage_out}
-    raise TypeError(f"not an event: {event!r}")
+        case _:
+            assert_never(event)
 
 
 def encode_data(event: Event) -> str:

@@ -71,13 +71,14 @@ def default_reply(body: Mapping[str, Any]) -> Reply:
     """What the simulator answers when nothing is scripted: deterministic and demo-friendly."""
     messages = [m for m in map(_message, request_messages(body)) if m is not None]
     decision = decide(messages, declared_tools(body))
+    reply: Reply = {"reasoning": decision.reasoning} if decision.reasoning else {}
     if decision.tool_calls:
-        return {
-            "tool_calls": [
-                {"name": call.name, "arguments": call.arguments} for call in decision.tool_calls
-            ]
-        }
-    return {"content": decision.text}
+        reply["tool_calls"] = [
+            {"name": call.name, "arguments": call.arguments} for call in decision.tool_calls
+        ]
+        return reply
+    reply["content"] = decision.text
+    return reply
 
 
 def last_user_text(body: Mapping[str, Any]) -> str:

@@ -83,6 +83,11 @@ class Reply(TypedDict, total=False):
     wire: WireOptions
     stamp: bool
     count: int
+    reasoning: str  # streamed word by word before the content, as reasoning deltas
+    reasoning_field: str  # "reasoning_content" (DeepSeek, vLLM; the default) or "reasoning"
+
+
+REASONING_FIELDS = frozenset({"reasoning_content", "reasoning"})
 
 
 class LogEntry(TypedDict):
@@ -105,7 +110,7 @@ class Plan:
     model: str
     include_usage: bool
     delay: float
-    usage: dict[str, int] | bool  # False: no usage chunk, whatever the request asks
+    usage: dict[str, Any]
     tool_calls: list[tuple[str, str, list[str]]] = field(default_factory=list)
     cut: bool = False  # set when the stream drops the connection on purpose
 
@@ -140,6 +145,10 @@ def check_reply(reply: Mapping[str, Any]) -> Reply:
         raise ValueError("chunks must be a list of strings")
     if not isinstance(reply.get("error_message", ""), str):
         raise ValueError("error_message must be a string")
+    if not isinstance(reply.get("reasoning", ""), str):
+        raise ValueError("reasoning must be a string")
+    if reply.get("reasoning_field", "reasoning_content") not in REASONING_FIELDS:
+        raise ValueError(f"reasoning_field is one of {sorted(REASONING_FIELDS)}")
     for call in reply.get("tool_calls", []):
         if not isinstance(call, Mapping) or not isinstance(call.get("name"), str):
             raise ValueError("each tool call needs a name")
@@ -160,6 +169,10 @@ def check_reply(reply: Mapping[str, Any]) -> Reply:
     if not isinstance(times, int) or times < 1:
         raise ValueError("times must be a positive integer")
     return cast(Reply, dict(reply))
+
+
+def reasoning_chunks(reply: Reply) -> list[str]:
+    return split_words(reply.get("reasoning", ""))
 
 
 def content_chunks(reply: Reply) -> list[str]:

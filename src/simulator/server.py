@@ -36,6 +36,7 @@ from simulator.replies import (
     check_reply,
     content_chunks,
     fragments,
+    reasoning_chunks,
 )
 from simulator.wire import SimulatedStream, Wire, compact, quiet_deliberate_cuts
 
@@ -163,13 +164,16 @@ class Simulator:
             for call in reply.get("tool_calls", [])
         ]
         content_count = reply.get("count", 20) if reply.get("stamp") else len(content_chunks(reply))
-        completion_tokens = content_count + sum(len(f) for _, _, f in calls)
+        thoughts = len(reasoning_chunks(reply))
+        completion_tokens = content_count + thoughts + sum(len(f) for _, _, f in calls)
         overrides = reply.get("usage", {})
-        usage = {
+        usage: dict[str, Any] = {
             "prompt_tokens": word_count(body),
             "completion_tokens": completion_tokens,
             **(overrides if isinstance(overrides, dict) else {}),
         }
+        if thoughts:
+            usage["completion_tokens_details"] = {"reasoning_tokens": thoughts}
         usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
         stream_options = body.get("stream_options")
         delay_ms = reply.get("delay_ms", self.token_delay_ms)
@@ -322,6 +326,9 @@ class Simulator:
 def _deltas(plan: Plan) -> Iterator[str | None]:
     """Delta JSON texts in order; None means "a stamp", made at the moment it is sent."""
     reply = plan.reply
+    field = reply.get("reasoning_field", "reasoning_content")
+    for text in reasoning_chunks(reply):
+        yield compact({field: text})
     if reply.get("stamp"):
         yield from (None for _ in range(reply.get("count", 20)))
     else:

@@ -1,9 +1,11 @@
-"""Browser-test fixtures: the real app (`python -m handlers.serve`, simulator) and system Chromium.
+"""Browser-test fixtures: the real app (`python -m handlers.serve`), its model, system Chromium.
 
-The server runs as `make serve` does, in a subprocess on a free loopback port, with no API key so
-the built-in simulator answers (mounted at /simulator; tests queue replies through
-`POST /simulator/_sim/script`). Chromium is the distribution's /usr/bin/chromium driven by
-Python playwright; `playwright install` is never needed.
+The model is the standalone OpenAI-compatible simulator (`SIMULATOR_COMMAND`), a subprocess on
+its own free loopback port that requires an API key; tests queue replies through its own
+`POST /_sim/script`. The app runs as `make serve` does, in a subprocess on another free port,
+pointed at the simulator with OPENAI_BASE_URL and OPENAI_API_KEY. Chromium is the
+distribution's /usr/bin/chromium driven by Python playwright; `playwright install` is never
+needed.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ CHROMIUM_ARGS = [
 ]
 DESKTOP = {"width": 800, "height": 900}
 PAGE_PATH = "/"
+# The OpenAI-compatible simulator as its own process; `{port}` and `{api_key}` are filled in.
+SIMULATOR_COMMAND = "-m simulator --port {port} --delay-ms 25 --api-key {api_key}"
+SIMULATOR_KEY = "sk-e2e-simulator-key-0123456789"
+STATIC_DIR = ROOT / "src" / "handlers" / "static"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -72,12 +78,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# A second origin for the page (any static host, here Python's http.server), which the app
+# allows with CORS_ALLOW_ORIGINS.
+STATIC_ORIGIN = f"http://127.0.0.1:{_free_port()}"
+
+
 @dataclass
 class AppServer:
-    """The app under test: its base URL and a client for the simulator's control routes."""
+    """The app under test: its base URL, and a client for its simulator's control routes."""
 
     url: str
-    process: subprocess.Popen[bytes]
+    simulator_url: str  # the simulator's root (its API is under /v1)
     log_path: Path
     http: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=10))
 
@@ -87,58 +98,42 @@ class AppServer:
 
     def script(self, *replies: dict[str, Any]) -> None:
         """Queue simulator replies; each model request pops the next one."""
-        response = self.http.post(f"{self.url}/simulator/_sim/script", json=list(replies))
+        response = self.http.post(f"{self.simulator_url}/_sim/script", json=list(replies))
         response.raise_for_status()
 
     def reset(self) -> None:
-        self.http.post(f"{self.url}/simulator/_sim/reset").raise_for_status()
+        self.http.post(f"{self.simulator_url}/_sim/reset").raise_for_status()
+
+    def model_log(self) -> list[Any]:
+        """What the simulator saw: one entry per model request, oldest first."""
+        entries: list[Any] = self.http.get(f"{self.simulator_url}/_sim/log").json()
+        return entries
 
     def session(self, session_id: str) -> httpx.Response:
         return self.http.get(f"{self.url}/sessions/{session_id}")
 
 
 @contextmanager
-def serve_app(tmp: Path, **env_overrides: str) -> Iterator[AppServer]:
-    """`python -m handlers.serve` with the simulator and a throwaway SQLite file."""
-    port = _free_port()
-    # The developer's own settings must not leak in: drop every env var Settings would read.
-    settings_vars = {name.upper() for name in Settings.model_fields}
-    env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars}
-    env.update(
-        HOST="127.0.0.1",
-        PORT=str(port),
-        SESSION_STORE="sqlite",
-        SQLITE_PATH=str(tmp / "sessions.db"),
-        RATE_LIMIT_PER_MINUTE="0",
-        LOG_LEVEL="WARNING",
-        # The standalone-page test opens index.html from file://, whose origin is "null".
-        CORS_ALLOW_ORIGINS="null",
-    )
-    env.update(env_overrides)
-    log_path = tmp / "server.log"
+def _process(
+    name: str, argv: list[str], env: dict[str, str], log_path: Path, ready_url: str
+) -> Iterator[None]:
+    """A subprocess, logging to `log_path`, that is up once `ready_url` answers at all."""
     with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "handlers.serve"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = AppServer(url=f"http://127.0.0.1:{port}", process=process, log_path=log_path)
+        process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while True:
             if process.poll() is not None:
-                pytest.fail(f"the app exited during start-up:\n{log_path.read_text()}")
+                pytest.fail(f"the {name} exited during start-up:\n{log_path.read_text()}")
             try:
-                if server.http.get(f"{server.url}/healthz").status_code == 200:
-                    break
+                httpx.get(ready_url, timeout=2)
+                break
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"the app did not answer /healthz in 30 s:\n{log_path.read_text()}")
+                pytest.fail(f"the {name} did not answer in 30 s:\n{log_path.read_text()}")
             time.sleep(0.1)
-        yield server
+        yield
     finally:
         process.terminate()
         try:
@@ -146,6 +141,51 @@ def serve_app(tmp: Path, **env_overrides: str) -> Iterator[AppServer]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=5)
+
+
+@contextmanager
+def serve_app(tmp: Path, **env_overrides: str) -> Iterator[AppServer]:
+    """The simulator, then `python -m handlers.serve` against it with a throwaway SQLite file."""
+    sim_port, port = _free_port(), _free_port()
+    # The developer's own settings must not leak in: drop every env var Settings would read.
+    settings_vars = {name.upper() for name in Settings.model_fields}
+    env = {k: v for k, v in os.environ.items() if k.upper() not in settings_vars}
+    sim_argv = [
+        sys.executable,
+        *SIMULATOR_COMMAND.format(port=sim_port, api_key=SIMULATOR_KEY).split(),
+    ]
+    sim_url = f"http://127.0.0.1:{sim_port}"
+    app_env = (
+        env
+        | {
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "OPENAI_BASE_URL": f"{sim_url}/v1",
+            "OPENAI_API_KEY": SIMULATOR_KEY,
+            "SESSION_STORE": "sqlite",
+            "SQLITE_PATH": str(tmp / "sessions.db"),
+            "RATE_LIMIT_PER_MINUTE": "0",
+            "LOG_LEVEL": "WARNING",
+            # The standalone-page test serves index.html from a second origin.
+            "CORS_ALLOW_ORIGINS": f"null,{STATIC_ORIGIN}",
+        }
+        | env_overrides
+    )
+    log_path = tmp / "server.log"
+    server = AppServer(url=f"http://127.0.0.1:{port}", simulator_url=sim_url, log_path=log_path)
+    try:
+        with (
+            _process("simulator", sim_argv, env, tmp / "simulator.log", f"{sim_url}/_sim/log"),
+            _process(
+                "app",
+                [sys.executable, "-m", "handlers.serve"],
+                app_env,
+                log_path,
+                f"{server.url}/healthz",
+            ),
+        ):
+            yield server
+    finally:
         server.http.close()
 
 
@@ -154,6 +194,16 @@ def app_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     """The app as `make serve` runs it, shared by the browser tests (queue reset per test)."""
     with serve_app(tmp_path_factory.mktemp("e2e-server")) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def static_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """static/ served by `python -m http.server` at STATIC_ORIGIN."""
+    port = STATIC_ORIGIN.rsplit(":", 1)[1]
+    argv = [sys.executable, "-m", "http.server", port, "--bind", "127.0.0.1", "-d", str(STATIC_DIR)]
+    log = tmp_path_factory.mktemp("static") / "http.log"
+    with _process("static server", argv, dict(os.environ), log, STATIC_ORIGIN + "/"):
+        yield STATIC_ORIGIN
 
 
 @pytest.fixture(scope="session")

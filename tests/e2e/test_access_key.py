@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import AppServer, PageProbe, _open_page, serve_app
+from .conftest import ROOT, AppServer, PageProbe, _open_page, serve_app
 from .test_page import LAST_AI_TEXT, send, wait_done
 
 ACCESS_KEY = "page-test-key-0123456789"
@@ -63,3 +63,27 @@ def test_page_asks_for_the_access_key_once_and_remembers_it(
     send(page, "Still me")
     wait_done(page, 1)
     assert page.locator("#key-form").is_hidden()
+
+    # AND the conversations list works with the key: switching loads with it, delete sends it
+    sid = page.evaluate("key => localStorage.getItem(key)", f"sse-chat:{locked_server.url}:session")
+    page.click("#new-chat")
+    page.locator("#conv-list .conv-open", has_text="Let me in").click()
+    page.wait_for_function("() => document.querySelectorAll('#log .msg.ai').length === 2")
+    page.get_by_role("button", name="Delete conversation: Let me in").click()
+    page.locator("#conv-empty").wait_for()
+    assert page.locator("#key-form").is_hidden()
+    headers = {"Authorization": f"Bearer {ACCESS_KEY}"}
+    assert (
+        locked_server.http.get(f"{locked_server.url}/sessions/{sid}", headers=headers).status_code
+        == 404
+    )
+
+
+def test_every_page_file_is_served_without_the_key(locked_server: AppServer) -> None:
+    # The page must load before it can ask for the key: no file of it may fall under a guarded
+    # path (the guard matches /chat and /sessions as prefixes: a chat.js would be refused).
+    static = ROOT / "src" / "handlers" / "static"
+    for file in sorted(p for p in static.rglob("*") if p.is_file()):
+        path = "/" + file.relative_to(static).as_posix()
+        response = locked_server.http.get(locked_server.url + path)
+        assert response.status_code == 200, f"GET {path} -> {response.status_code}"

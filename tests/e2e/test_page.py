@@ -70,7 +70,8 @@ def test_reply_streams_in_progressively(page: Any, app_server: AppServer) -> Non
     assert page.evaluate(LAST_AI_TEXT) == WORDS
     assert page.locator("#prompt").is_enabled()
     assert page.evaluate("document.activeElement.id") == "prompt"
-    assert page.locator("#model").inner_text() == "simulator"
+    assert page.locator("#model").inner_text() == "gpt-4.1-mini"
+    assert "sim" not in (page.locator("#model").get_attribute("class") or "").split()
     user_box = page.locator("#log .msg.user").bounding_box()
     ai_box = page.locator("#log .msg.ai").bounding_box()
     assert user_box["x"] > ai_box["x"], "user bubbles sit right, AI bubbles left"
@@ -167,6 +168,11 @@ def test_stop_closes_the_stream_and_keeps_the_partial_reply(
 ) -> None:
     # GIVEN a slow reply
     app_server.script({"content": WORDS + " " + WORDS, "delay_ms": 150})
+    stops: list[str] = []
+    page.on(
+        "request",
+        lambda r: stops.append(r.url) if r.method == "POST" and r.url.endswith("/stop") else None,
+    )
     page.goto(app_server.page_url)
     send(page, "Talk slowly")
     page.wait_for_function(f"() => ({LAST_AI_TEXT})()?.length > 10")
@@ -184,9 +190,10 @@ def test_stop_closes_the_stream_and_keeps_the_partial_reply(
     assert page.locator("#stop").is_hidden()
     assert page.evaluate("document.activeElement.id") == "prompt"
 
-    # AND the server recorded the interrupted reply (the browser really closed the stream)
+    # AND the page asked the server to stop the turn, which recorded the interrupted reply
     sid = session_id(page, app_server)
     assert sid
+    assert stops == [f"{app_server.url}/sessions/{sid}/stop"]
     deadline = time.monotonic() + 10
     while True:
         messages = app_server.session(sid).json()["messages"]
@@ -331,24 +338,42 @@ def test_works_under_a_strict_content_security_policy(page: Any, app_server: App
     assert page.evaluate("window.violations") == []
 
 
-def test_standalone_file_works_with_api_parameter(
-    browser: Any, app_server: AppServer, probe: PageProbe
+def test_page_served_from_another_origin_works_with_api_parameter(
+    browser: Any, app_server: AppServer, static_origin: str, probe: PageProbe
 ) -> None:
-    # GIVEN index.html opened from disk, pointed at the server with ?api=
-    index = ROOT / "src" / "handlers" / "static" / "index.html"
+    # GIVEN the static files served by another host (python -m http.server), pointed at the
+    # server with ?api= (which allows that origin with CORS_ALLOW_ORIGINS)
     context = browser.new_context(viewport={"width": 800, "height": 900})
     try:
         page = context.new_page()
         page.on("pageerror", lambda exc: probe.errors.append(str(exc)))
-        page.goto(f"{index.as_uri()}?api={app_server.url}")
+        page.goto(f"{static_origin}/index.html?api={app_server.url}")
 
         # WHEN the user chats
-        send(page, "Hello from a file")
+        send(page, "Hello from elsewhere")
         page.wait_for_function("() => document.querySelector('#log .msg.ai .meta')")
 
         # THEN the reply streamed from the server named in ?api=
-        assert "Hello from a file" in (page.evaluate(LAST_AI_TEXT) or "")
+        assert "Hello from elsewhere" in (page.evaluate(LAST_AI_TEXT) or "")
+        assert page.locator("#file-note").is_hidden()
         assert not probe.errors
+    finally:
+        context.close()
+
+
+def test_page_opened_from_disk_says_how_to_serve_it(browser: Any, probe: PageProbe) -> None:
+    # GIVEN index.html opened from disk: browsers refuse ES modules from file://
+    index = ROOT / "src" / "handlers" / "static" / "index.html"
+    context = browser.new_context(viewport={"width": 800, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{index.as_uri()}?api=http://127.0.0.1:9")
+
+        # THEN a clear note says to serve the folder, and the composer is disabled
+        note = page.locator("#file-note[role=alert]")
+        note.wait_for()
+        assert "http.server" in note.inner_text()
+        assert page.locator("#prompt").is_disabled()
     finally:
         context.close()
 
@@ -423,59 +448,71 @@ def test_page_is_usable_by_keyboard_alone(page: Any, app_server: AppServer) -> N
     assert ring != "none", "focused controls show a focus ring"
 
 
+SCREENSHOT_REPLY = (
+    "Server-Sent Events push a stream of text events over **one long-lived HTTP "
+    "response**; the browser's `EventSource` (or `fetch`) reads them as they arrive.\n\n"
+    "| | SSE | WebSocket |\n|:--|:--|:--|\n"
+    "| direction | server → client | both ways |\n"
+    "| protocol | plain HTTP | its own |\n"
+    "| reconnect | built in (`Last-Event-ID`) | by hand |\n\n"
+    "```python\nasync def events():\n    async for token in model.stream(prompt):\n"
+    '        yield {"data": json.dumps({"token": token})}\n```'
+)
+
+
 @pytest.mark.skipif(
     not os.environ.get("UPDATE_SCREENSHOT"), reason="set UPDATE_SCREENSHOT=1 to refresh docs/"
 )
 def test_update_readme_screenshot(page: Any, app_server: AppServer) -> None:
-    """Writes docs/screenshot.png: a short conversation with a tool chip and markdown."""
-    page.set_viewport_size({"width": 760, "height": 860})
+    """Writes docs/screenshot.png (desktop) and docs/screenshot-mobile.png (360 px wide)."""
+    page.set_viewport_size({"width": 1100, "height": 860})
     page.goto(app_server.page_url)
+    app_server.script({"content": "Recursion is a function calling itself on a smaller input."})
+    send(page, "Explain recursion in one line")
+    wait_done(page, 1)
+    page.click("#new-chat")
     send(page, "What is 1234 * 5678? Use the calculator.")
     wait_done(page, 1)
-    app_server.script(
-        {
-            "content": (
-                "Server-Sent Events let a server push a stream of text events to the browser "
-                "over one long-lived HTTP response. The browser's **EventSource** API parses "
-                "them for you:\n\n"
-                "- each event is a `data:` line and a blank line\n"
-                "- the connection stays open until the server ends it\n\n"
-                "```js\nconst es = new EventSource('/chat?prompt=hi');\n"
-                "es.onmessage = (e) => console.log(JSON.parse(e.data));\n```"
-            ),
-            "delay_ms": 5,
-        }
-    )
-    send(page, "Explain Server-Sent Events briefly.")
+    app_server.script({"content": SCREENSHOT_REPLY, "delay_ms": 15})
+    send(page, "Compare SSE and WebSockets, with a code sample.")
     wait_done(page, 2)
     page.locator("#prompt").blur()
     page.mouse.move(0, 0)
     (ROOT / "docs").mkdir(exist_ok=True)
     page.screenshot(path=str(ROOT / "docs" / "screenshot.png"))
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.evaluate("document.getElementById('log').scrollTop = 1e6")
+    page.wait_for_timeout(200)
+    page.screenshot(path=str(ROOT / "docs" / "screenshot-mobile.png"))
 
 
 def test_the_app_serves_the_page_and_its_assets(app_server: AppServer) -> None:
-    # The page references its files relatively (so it also works opened from disk): served at /,
+    # The page references its files relatively (so any static host can serve it): served at /,
     # the app must answer these names next to it.
     expected = {
         "/": "text/html",
-        "/app.js": "javascript",
         "/app.css": "text/css",
         "/favicon.svg": "image/svg+xml",
+        "/vendor/highlight.js/a11y-dark.min.css": "text/css",
+        "/boot.js": "javascript",
     }
+    # ES modules load only with a JavaScript MIME type: every module of the page, vendored too.
+    static = ROOT / "src" / "handlers" / "static"
+    for module in sorted(m for m in static.rglob("*.js") if m.is_file()):
+        expected["/" + module.relative_to(static).as_posix()] = "javascript"
+    assert "/main.js" in expected and "/vendor/marked/marked.esm.js" in expected
     for path, content_type in expected.items():
         response = app_server.http.get(app_server.url + path)
         assert response.status_code == 200, f"GET {path} -> {response.status_code}"
         assert content_type in response.headers["content-type"], (path, response.headers)
-    assert 'src="app.js"' in app_server.http.get(app_server.url + "/").text
+    assert '<script type="module" src="main.js">' in app_server.http.get(app_server.url + "/").text
 
 
 def test_role_parameter_is_passed_through(page: Any, app_server: AppServer) -> None:
     page.goto(app_server.page_url + "?role=concise")
     send(page, "Be brief")
     wait_done(page)
-    log = app_server.http.get(f"{app_server.url}/simulator/_sim/log").json()
-    system = log[-1]["body"]["messages"][0]
+    system = app_server.model_log()[-1]["body"]["messages"][0]
     assert system["role"] == "system" and "as few words" in system["content"]
 
 
@@ -510,3 +547,154 @@ def test_a_passing_failure_becomes_the_reply_not_a_lost_turn(
         ("user", "complete"),
         ("assistant", "complete"),
     ]
+
+
+def test_simulator_badge_follows_the_servers_simulated_flag(
+    page: Any, app_server: AppServer
+) -> None:
+    # GIVEN a server that says it is simulated, on /healthz and on `started`, whatever the
+    # model is called
+    def healthz(route: Any) -> None:
+        route.fulfill(json={"status": "ok", "model": "gpt-4.1-mini", "simulated": True})
+
+    events = [
+        {
+            "lifecycle": "started",
+            "session": "S" * 22,
+            "turn": "t1",
+            "model": "gpt-4.1-mini",
+            "simulated": True,
+        },
+        {"token": "Simulated hello."},
+        {
+            "lifecycle": "done",
+            "finish_reason": "stop",
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2},
+        },
+    ]
+    body = "".join(f"id: e{i}\ndata: {json.dumps(e)}\n\n" for i, e in enumerate(events))
+
+    def chat(route: Any) -> None:
+        route.fulfill(body=body, content_type="text/event-stream")
+
+    page.route("**/healthz", healthz)
+    page.route("**/chat?*", chat)
+    page.goto(app_server.page_url)
+
+    # THEN the badge says "simulator" before any message, and still after a turn
+    badge = page.locator("#model")
+    page.wait_for_function("() => !document.querySelector('#model').hidden")
+    assert badge.inner_text() == "simulator"
+    assert "sim" in (badge.get_attribute("class") or "").split()
+    send(page, "Hi")
+    wait_done(page)
+    assert page.evaluate(LAST_AI_TEXT) == "Simulated hello."
+    assert badge.inner_text() == "simulator"
+    assert "gpt-4.1-mini" in (badge.get_attribute("title") or "")
+
+
+def test_stream_reader_accepts_every_legal_spelling_of_events(
+    page: Any, app_server: AppServer
+) -> None:
+    # GIVEN a stream with CRLF line ends, comments, "data:" without a space, an event the page
+    # does not know, a JSON object split over two data lines, and a non-JSON event
+    started = {"lifecycle": "started", "session": "C" * 22, "turn": "t", "model": "m"}
+    body = (
+        "retry: 1000\r\n\r\n"
+        f"id: a\r\ndata: {json.dumps(started)}\r\n\r\n"
+        ": ping\r\n\r\n"
+        'data:{"token": "Hello"}\r\n\r\n'
+        'data: {"unknown": 1}\r\n\r\n'
+        "data: not json\r\n\r\n"
+        'data: {"token":\r\ndata:  ", world"}\r\n\r\n'
+        'data: {"lifecycle": "done", "finish_reason": "stop"}\r\n\r\n'
+    )
+    page.route(
+        "**/chat?*", lambda route: route.fulfill(body=body, content_type="text/event-stream")
+    )
+    page.goto(app_server.page_url)
+
+    # WHEN a message is sent
+    send(page, "Spell it oddly")
+    wait_done(page)
+
+    # THEN the reply is exactly the tokens, and nothing went wrong
+    assert page.evaluate(LAST_AI_TEXT) == "Hello, world"
+    assert page.locator("#log .msg.error").count() == 0
+
+
+def test_reasoning_shows_as_a_thinking_block_open_while_it_streams_then_folded(
+    axe_page: Any, app_server: AppServer, axe_script: Path
+) -> None:
+    page = axe_page
+    # GIVEN a model that reasons slowly, then answers
+    thought = "The user wants a greeting. Keep it short and friendly."
+    app_server.script({"reasoning": thought, "content": "Hi **there**.", "delay_ms": 150})
+    page.goto(app_server.page_url)
+
+    # WHEN the reply streams, THEN the Thinking block is open while the reasoning arrives
+    send(page, "Greet me")
+    block = page.locator("#log .msg.ai details.reasoning")
+    block.wait_for()
+    assert block.locator("summary").inner_text() == "Thinking"
+    assert block.get_attribute("open") is not None
+    page.wait_for_function(
+        "() => (document.querySelector('#log .msg.ai .reasoning-text')?.textContent || '')"
+        ".includes('short')"
+    )
+    assert page.evaluate(LAST_AI_TEXT) in ("", None)  # no reply text yet: it is not content
+
+    # AND it folds away when the first token arrives; it opens again on demand
+    wait_done(page)
+    assert block.get_attribute("open") is None
+    assert page.evaluate(LAST_AI_TEXT) == "Hi there."
+    block.locator("summary").click()
+    assert block.locator(".reasoning-text").inner_text() == thought
+    assert _serious_violations(page, axe_script) == []
+
+    # AND after a reload the block comes back from history, folded, with the same text
+    page.reload()
+    restored = page.locator("#log .msg.ai details.reasoning")
+    restored.wait_for()
+    assert restored.get_attribute("open") is None
+    restored.locator("summary").click()
+    assert restored.locator(".reasoning-text").inner_text() == thought
+    assert page.evaluate(LAST_AI_TEXT) == "Hi there."
+
+
+def test_stop_before_the_session_is_named_still_stops_that_turn(
+    page: Any, app_server: AppServer
+) -> None:
+    # GIVEN a first message whose response has not started yet
+    held: list[Any] = []
+    stops: list[str] = []
+    page.route("**/chat?*", lambda route: held.append(route))
+    page.route(
+        "**/stop", lambda route: (stops.append(route.request.url), route.fulfill(status=202))
+    )
+    page.goto(app_server.page_url)
+    send(page, "Stop me early")
+    page.wait_for_function(
+        "() => document.querySelector('#stop') && !document.querySelector('#stop').hidden"
+    )
+    deadline = time.monotonic() + 10
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
+    assert held
+
+    # WHEN Stop is pressed, and only then does the stream start
+    page.click("#stop")
+    page.locator("#log .msg.ai .meta.stopped").wait_for()
+    sid = "E" * 22
+    started = {"lifecycle": "started", "session": sid, "turn": "t", "model": "m"}
+    body = f"data: {json.dumps(started)}\n\n" + 'data: {"token": "late text"}\n\n'
+    held[0].fulfill(body=body, content_type="text/event-stream")
+
+    # THEN the page stops that turn on the server, keeps the conversation, shows no late text
+    deadline = time.monotonic() + 10
+    while not stops and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
+    assert stops == [f"{app_server.url}/sessions/{sid}/stop"]
+    assert session_id(page, app_server) == sid
+    assert page.locator("#conv-list .conv-title").all_inner_texts() == ["Stop me early"]
+    assert "late text" not in (page.evaluate(LAST_AI_TEXT) or "")

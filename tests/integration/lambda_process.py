@@ -51,11 +51,15 @@ def template_environment(*, sessions_table: str, **parameters: str) -> dict[str,
     params.update(parameters)
     conditions = {
         "IsStreaming": params["Streaming"] == "true",
-        "IsArm64": params["Architecture"] == "arm64",
         "HasApiKeySecret": params["OpenAIApiKeySecretArn"] != "",
         "HasAccessKeySecret": params["AccessKeySecretArn"] != "",
         "HasAllowedOrigins": params["AllowedOrigins"] != "",
         "HasReservedConcurrency": params["ReservedConcurrency"] != "0",
+        "IsProd": params["Environment"] == "prod",
+        "HasSecretsKmsKey": params["SecretsKmsKeyArn"] != ""
+        and (params["OpenAIApiKeySecretArn"] != "" or params["AccessKeySecretArn"] != ""),
+        "HasTableKmsKey": params["TableKmsKeyArn"] != "",
+        "HasAlarmEmail": params["AlarmEmail"] != "",
     }
     assert set(conditions) == set(template["Conditions"]), "new template condition: teach me"
     refs = {"SessionsTable": sessions_table}

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import os
+import pty
+import re
+import select
+import struct
 import subprocess
 import sys
+import termios
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -235,3 +242,184 @@ def test_console_script_streams_tokens_as_they_arrive(
     assert process.returncode == 0, err
     assert (first + rest).decode() == words + "\n"
     assert total - first_at > 0.8, (first_at, total)
+
+
+MARKDOWN_REPLY = "# Plan\n\nUse **bold** steps:\n\n- first item\n- second item\n\n`x = 1`"
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\r")
+
+
+def run_on_a_terminal(*argv: str, env: dict[str, str]) -> tuple[int, str, str]:
+    """The CLI as a process whose stdout is a pseudo-terminal; returns (code, screen, stderr)."""
+    leader, follower = pty.openpty()
+    # A real terminal size, so rich does not guess.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 80, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", *argv],
+        stdin=subprocess.DEVNULL,
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    while True:
+        ready, _, _ = select.select([leader], [], [], 30)
+        if not ready:
+            process.kill()
+            break
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the process closed its end
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.stderr is not None
+    err = process.stderr.read().decode()
+    process.wait(timeout=30)
+    return process.returncode, b"".join(chunks).decode(), err
+
+
+def terminal_env(url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR", "TERM")}
+    return env | {"SSE_CHAT_URL": url, "TERM": "xterm-256color", "COLUMNS": "80", "LINES": "40"}
+
+
+def test_on_a_terminal_the_reply_is_rendered_markdown(
+    live_app: AppFactory, simulator: SimulatorServer
+) -> None:
+    # GIVEN a Markdown reply, streamed slowly enough to be redrawn while it arrives
+    url = live_app().url
+    simulator.sim.script({"content": MARKDOWN_REPLY, "delay_ms": 20})
+
+    # WHEN the CLI runs with stdout on a terminal
+    code, screen, err = run_on_a_terminal("ask", "plan it", env=terminal_env(url))
+
+    # THEN it is rendered: styled (escape codes), bullets, no Markdown markup left
+    assert code == 0, err
+    text = _ANSI.sub("", screen)
+    assert "\x1b[" in screen
+    assert "• first item" in text and "• second item" in text
+    assert "bold" in text and "**" not in text and "# Plan" not in text
+    assert "Plan" in text
+    assert "\x1b[1A" in screen  # the cursor went back up: redrawn while streaming
+    assert "session: " in err  # notes still go to stderr
+
+
+def test_plain_on_a_terminal_prints_the_raw_text(
+    live_app: AppFactory, simulator: SimulatorServer
+) -> None:
+    url = live_app().url
+    simulator.sim.script({"content": MARKDOWN_REPLY})
+
+    code, screen, err = run_on_a_terminal("ask", "plan it", "--plain", env=terminal_env(url))
+
+    assert code == 0, err
+    # The terminal turns \n into \r\n; otherwise the bytes are the reply's, unstyled.
+    assert screen.replace("\r\n", "\n") == MARKDOWN_REPLY + "\n"
+
+
+def test_piped_output_is_the_exact_reply_even_for_markdown(
+    live_app: AppFactory, simulator: SimulatorServer
+) -> None:
+    url = live_app().url
+    simulator.sim.script({"content": MARKDOWN_REPLY})
+
+    result = subprocess.run(
+        [sys.executable, "-m", "handlers.cli", "ask", "plan it"],
+        capture_output=True,
+        env=terminal_env(url),
+        timeout=30,
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (MARKDOWN_REPLY + "\n").encode()
+
+
+def test_on_a_terminal_without_rich_the_reply_is_plain_text(
+    live_app: AppFactory, simulator: SimulatorServer, tmp_path: Path
+) -> None:
+    # GIVEN an environment where `import rich` fails (rich is an optional extra)
+    url = live_app().url
+    simulator.sim.script({"content": MARKDOWN_REPLY})
+    (tmp_path / "rich").mkdir()
+    (tmp_path / "rich" / "__init__.py").write_text("raise ImportError('rich is not installed')\n")
+    env = terminal_env(url) | {"PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+
+    # WHEN the CLI runs on a terminal
+    code, screen, err = run_on_a_terminal("ask", "plan it", env=env)
+
+    # THEN it still works, printing the raw text
+    assert code == 0, err
+    assert screen.replace("\r\n", "\n") == MARKDOWN_REPLY + "\n"
+
+
+def test_reasoning_goes_to_stderr_never_into_the_reply(
+    live_app: AppFactory, simulator: SimulatorServer
+) -> None:
+    url = live_app().url
+    thought = "First the units, then the sum."
+    simulator.sim.script({"reasoning": thought, "content": REPLY}, {"content": REPLY})
+
+    code, out, err = cli("ask", "Think", "--url", url)
+    assert code == 0, err
+    assert out == REPLY + "\n"  # `> reply.txt` still captures exactly the reply
+    assert thought in err and "\x1b[" not in err  # not a terminal: no styling
+
+    code, out, err = cli("ask", "Think", "--url", url, "--hide-reasoning")
+    assert code == 0 and out == REPLY + "\n"
+    assert thought not in err
+
+
+def test_on_a_terminal_reasoning_is_dimmed_on_stderr(
+    live_app: AppFactory, simulator: SimulatorServer
+) -> None:
+    url = live_app().url
+    simulator.sim.script({"reasoning": "Quietly thinking.", "content": REPLY})
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "handlers.cli", "ask", "Think", "--plain"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env=terminal_env(url),
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    while select.select([leader], [], [], 30)[0]:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert process.stdout is not None
+    out = process.stdout.read().decode()
+    assert process.wait(timeout=30) == 0
+    err = b"".join(chunks).decode()
+    assert out == REPLY + "\n"
+    assert "\x1b[2mQuietly\x1b[22m" in err  # each delta dimmed as it arrives
+    assert _ANSI.sub("", err).endswith("Quietly thinking.\n")
+
+
+def test_stop_ends_the_running_reply_of_a_session(
+    live_app: AppFactory, simulator: SimulatorServer
+) -> None:
+    url = live_app().url
+    simulator.sim.script({"chunks": [f"w{i} " for i in range(200)], "delay_ms": 30})
+    with httpx.stream("GET", f"{url}/chat", params={"prompt": "long"}, timeout=10) as response:
+        lines = response.iter_lines()
+        first = next(line for line in lines if line.startswith("data: "))
+        session = json.loads(first.removeprefix("data: "))["session"]
+        code, _, err = cli("stop", session, "--url", url)
+        assert code == 0 and "stopped" in err
+        rest = [line for line in lines if line.startswith("data: ")]
+    last = json.loads(rest[-1].removeprefix("data: "))
+    assert last["lifecycle"] == "done" and last["finish_reason"] == "stopped"
+    code, _, err = cli("stop", session, "--url", url)
+    assert code == 0 and "no reply was running" in err
+    code, _, err = cli("stop", "A" * 22, "--url", url)
+    assert code == 2 and "404" in err

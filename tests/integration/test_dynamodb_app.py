@@ -3,25 +3,20 @@
 from __future__ import annotations
 
 import time
-import uuid
 
 import boto3
 import httpx
 import pytest
 
 from tests.conftest import AppFactory, SimulatorServer, settings_for
-from tests.dynamodb_table import create_table_from_template
 from tests.sse_client import stream_chat
-from tests.store_fixtures import moto_endpoint, use_fake_aws
+from tests.store_fixtures import fresh_table
 
 
 @pytest.fixture
 def table(monkeypatch: pytest.MonkeyPatch) -> str:
     """A fresh table shaped by template.yaml's SessionsTable, reached through the env var."""
-    use_fake_aws(monkeypatch, moto_endpoint())
-    name = f"sessions-{uuid.uuid4().hex[:8]}"
-    create_table_from_template(boto3.client("dynamodb"), name)
-    return name
+    return fresh_table(monkeypatch)
 
 
 def test_two_turns_on_dynamodb(

@@ -17,6 +17,7 @@ from core.memory_store import MemorySessionStore
 from core.rate_limit import InProcessRateLimiter
 from core.settings import Settings
 from handlers.app import create_app
+from tests.asgi import get_scope, request_then_disconnect_on
 from tests.conftest import AppFactory, SimulatorServer, settings_for
 from tests.fakes import FakeModel, Step
 from tests.sse_client import stream_chat
@@ -31,15 +32,7 @@ async def test_a_client_gone_mid_send_leaves_the_turn_to_finish_and_free_the_ses
     app = create_app(Settings(session_store="memory"), model=model, sessions=store)
     gone = asyncio.Event()
     bodies: list[bytes] = []
-    requested = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await gone.wait()
-        return {"type": "http.disconnect"}
+    receive = request_then_disconnect_on(gone)
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body":
@@ -48,21 +41,7 @@ async def test_a_client_gone_mid_send_leaves_the_turn_to_finish_and_free_the_ses
                 gone.set()
                 raise OSError("connection reset")
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/chat",
-        "raw_path": b"/chat",
-        "query_string": b"prompt=hi",
-        "root_path": "",
-        "headers": [(b"host", b"test")],
-        "client": ("127.0.0.1", 5),
-        "server": ("test", 80),
-    }
-    await app(scope, receive, send)  # type: ignore[arg-type]
+    await app(get_scope("/chat", b"prompt=hi"), receive, send)  # type: ignore[arg-type]
     session = json.loads(b"".join(bodies).decode().split("data: ")[1].split("\n")[0])["session"]
     loaded = await store.load(session, now=time.time())
     assert [(m.role, m.content, m.status) for m in loaded.messages] == [

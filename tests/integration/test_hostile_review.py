@@ -9,11 +9,9 @@ import asyncio
 import json
 import socket
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import boto3
 import httpx
 import pytest
 
@@ -21,11 +19,11 @@ from core.memory_store import MemorySessionStore
 from core.settings import Settings
 from core.sqlite_store import SQLiteSessionStore
 from handlers.app import create_app
+from tests.asgi import get_scope, request_then_disconnect_on
 from tests.conftest import AppFactory, SimulatorServer, settings_for
-from tests.dynamodb_table import create_table_from_template
 from tests.fakes import FakeModel, Step
 from tests.sse_client import stream_chat
-from tests.store_fixtures import moto_endpoint, use_fake_aws
+from tests.store_fixtures import fresh_table
 
 
 def _session_of(line: str) -> str:
@@ -60,10 +58,7 @@ def next_turn_status(http: httpx.Client, url: str, session: str, *, within: floa
 
 @pytest.fixture
 def dynamodb_table(monkeypatch: pytest.MonkeyPatch) -> str:
-    use_fake_aws(monkeypatch, moto_endpoint())
-    name = f"sessions-{uuid.uuid4().hex[:8]}"
-    create_table_from_template(boto3.client("dynamodb"), name)
-    return name
+    return fresh_table(monkeypatch)
 
 
 # --- 4. leases --------------------------------------------------------------------------------
@@ -167,15 +162,7 @@ async def test_a_send_blocked_for_send_timeout_drops_that_client_and_not_the_tur
     )
     sent: list[bytes] = []
     never = asyncio.Event()
-    requested = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal requested
-        if not requested:
-            requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await never.wait()
-        return {"type": "http.disconnect"}
+    receive = request_then_disconnect_on(never)
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.body" and b"data:" in message["body"]:
@@ -184,7 +171,7 @@ async def test_a_send_blocked_for_send_timeout_drops_that_client_and_not_the_tur
                 await never.wait()  # the client stopped reading
 
     started = time.monotonic()
-    await asyncio.wait_for(app(_scope("/chat", b"prompt=hi"), receive, send), timeout=5)
+    await asyncio.wait_for(app(get_scope("/chat", b"prompt=hi"), receive, send), timeout=5)
     assert time.monotonic() - started < 0.4 * 1.25 + 0.5
     session = json.loads(sent[0].decode().split("data: ")[1].split("\n")[0])["session"]
     loaded = await store.load(session, now=time.time())
@@ -192,23 +179,6 @@ async def test_a_send_blocked_for_send_timeout_drops_that_client_and_not_the_tur
         ("hi", "complete"),
         ("abc", "complete"),
     ]
-
-
-def _scope(path: str, query: bytes) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0", "spec_version": "2.3"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": query,
-        "root_path": "",
-        "headers": [(b"host", b"test")],
-        "client": ("127.0.0.1", 5),
-        "server": ("test", 80),
-    }
 
 
 # --- 6. bodies --------------------------------------------------------------------------------
@@ -522,3 +492,31 @@ def test_stop_ends_the_running_turn_and_stores_it_interrupted(
     assert simulator.log[0]["outcome"] == "client_closed"  # the provider request was closed
     assert http.post(f"{url}/sessions/{session}/stop").status_code == 204
     assert http.post(f"{url}/sessions/{'A' * 22}/stop").status_code == 404
+
+
+def test_connections_that_never_send_a_request_head_are_closed(
+    simulator: SimulatorServer, live_app: AppFactory, http: httpx.Client
+) -> None:
+    """Reproduced: 20,000 idle connections exhausted file descriptors and /healthz failed.
+    Now a new connection has HEADER_TIMEOUT_SECONDS to send its request head: silent ones
+    and trickling ones are closed, and the server keeps answering meanwhile."""
+    url = live_app(settings_for(simulator, header_timeout_seconds=1.0)).url
+    host, port = url.removeprefix("http://").split(":")
+    idle = [socket.create_connection((host, int(port)), timeout=5) for _ in range(50)]
+    trickling = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        assert http.get(f"{url}/healthz").status_code == 200
+        started = time.monotonic()
+        for byte in b"GET /healthz HTTP/1.1\r\n":
+            try:
+                trickling.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.1)
+        for sock in [*idle, trickling]:
+            assert sock.recv(1024) == b""  # closed by the server
+        assert time.monotonic() - started < 4
+        assert http.get(f"{url}/healthz").status_code == 200
+    finally:
+        for sock in [*idle, trickling]:
+            sock.close()

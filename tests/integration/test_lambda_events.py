@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import importlib
 import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -241,7 +242,8 @@ def test_local_cors_answers_preflight_with_exactly_one_allow_origin() -> None:
 
 
 def test_template_handler_path_serves_warm_invocations(monkeypatch: pytest.MonkeyPatch) -> None:
-    """`handlers.app.handler` (the template's non-streaming Handler) serves warm invocations."""
+    """`handlers.buffered.handler` (the template's non-streaming Handler) serves warm
+    invocations; importing it builds it, as Lambda's init does."""
     for name in (
         "OPENAI_API_KEY",
         "OPENAI_API_KEY_SECRET",
@@ -251,11 +253,9 @@ def test_template_handler_path_serves_warm_invocations(monkeypatch: pytest.Monke
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("SESSION_STORE", "memory")
     monkeypatch.setenv("SIMULATOR_TOKEN_DELAY_MS", "0")
-    module = importlib.import_module("handlers.app")
-    monkeypatch.delitem(vars(module), "handler", raising=False)
-    monkeypatch.delitem(vars(module), "app", raising=False)
-    handler = module.handler
-    monkeypatch.delitem(vars(module), "handler")  # the next test builds its own
+    monkeypatch.delitem(sys.modules, "handlers.buffered", raising=False)
+    handler = importlib.import_module("handlers.buffered").handler
+    monkeypatch.delitem(sys.modules, "handlers.buffered")  # the next import builds its own
     assert isinstance(handler, Mangum)
     for _ in range(2):  # warm invocations reuse the module-level handler
         response = handler(load_event("chat-get"), LambdaContext())

@@ -133,8 +133,8 @@ def test_serving_the_app_never_imports_the_simulator() -> None:
     """The uvicorn app, the Mangum handler and the serve module, built with no key in a fresh
     interpreter, leave `simulator` out of sys.modules."""
     probe = (
-        "import sys, handlers.app, handlers.serve, handlers.cli\n"
-        "handlers.app.app; handlers.app.handler\n"
+        "import sys, handlers.app, handlers.buffered, handlers.serve, handlers.cli\n"
+        "handlers.app.app; handlers.buffered.handler\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'simulator'))\n"
     )
     env = {

@@ -27,6 +27,7 @@ from core.messages import Message, Session, ToolCall
 from core.ports import SessionStore
 from core.session_ids import new_session_id
 from core.sqlite_store import SQLiteSessionStore
+from handlers.errors import status_of
 from tests.dynamodb_table import TEMPLATE, create_table_from_template
 from tests.store_fixtures import moto_endpoint, use_fake_aws
 
@@ -319,7 +320,8 @@ async def test_oversized_message_is_refused_and_nothing_written(
     too_big = "x" * (MAX_MESSAGE_BYTES + 1)
     with pytest.raises(MessageTooLarge) as caught:
         await store.append(session_id, [user("fine"), assistant(too_big)], seq=0, now=T0)
-    assert caught.value.status_code == 413
+    assert caught.value.size_bytes > caught.value.limit_bytes == MAX_MESSAGE_BYTES
+    assert status_of(caught.value) == 413  # the HTTP edge's table
     assert (await store.load(session_id, now=T0)).next_seq == 0
     # Tool-call arguments count too.
     huge_call = ToolCall(id="c", name="calculator", arguments="1" * MAX_MESSAGE_BYTES)

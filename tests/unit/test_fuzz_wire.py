@@ -35,7 +35,8 @@ from core.history import is_valid_unicode
 from core.messages import Message
 from core.openai_stream import OpenAIChatModel
 from core.ports import Completion, TextDelta, ToolCallBegan
-from handlers.app import ChatBody, _describe_validation
+from handlers.app import ChatBody
+from handlers.errors import describe_validation
 from handlers.sse import encode_data, payload, to_sse
 
 # Text with the characters that break naive SSE encoders overweighted: line terminators SSE
@@ -143,7 +144,7 @@ def test_any_json_body_validates_or_is_a_typed_400(value: Any) -> None:
     try:
         body = ChatBody.model_validate_json(raw)
     except ValidationError as exc:
-        message = _describe_validation(RequestValidationError(exc.errors()))
+        message = describe_validation(RequestValidationError(exc.errors()))
         assert isinstance(message, str) and message
         return
     try:
@@ -159,7 +160,7 @@ def test_any_bytes_as_a_body_validate_or_are_refused(raw: bytes) -> None:
     try:
         ChatBody.model_validate_json(raw)
     except ValidationError as exc:
-        assert _describe_validation(RequestValidationError(exc.errors()))
+        assert describe_validation(RequestValidationError(exc.errors()))
 
 
 @given(json_values, st.integers(1, 50))

@@ -1,0 +1,73 @@
+"""On Lambda, the app's startup warms what every request needs; elsewhere it does nothing.
+
+DynamoDB and Secrets Manager are a moto server on loopback.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+
+import boto3
+import pytest
+
+from core.dynamodb_store import DynamoDBSessionStore
+from core.settings import Settings
+from handlers.services import _api_key, warm_up
+from tests.store_fixtures import moto_endpoint, use_fake_aws
+
+SECRET_VALUE = "sk-test-" + "x" * 20
+
+
+@pytest.fixture
+def secret_arn(monkeypatch: pytest.MonkeyPatch) -> str:
+    endpoint = moto_endpoint()
+    use_fake_aws(monkeypatch, endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_SECRETS_MANAGER", endpoint)
+    client = boto3.client("secretsmanager", endpoint_url=endpoint)
+    created = client.create_secret(Name=f"openai-{uuid.uuid4().hex}", SecretString=SECRET_VALUE)
+    return str(created["ARN"])
+
+
+def settings_with(secret: str) -> Settings:
+    return Settings(
+        session_store="dynamodb", sessions_table="sessions", openai_api_key_secret=secret
+    )
+
+
+async def test_off_lambda_warm_up_does_nothing(
+    secret_arn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
+    store = DynamoDBSessionStore("sessions")
+    await warm_up(settings_with(secret_arn), store)
+    assert store._client is None
+
+
+async def test_on_lambda_warm_up_builds_the_client_and_caches_the_secret(
+    secret_arn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN Lambda's environment and a secret in Secrets Manager
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "sse-chat-agent-ChatFunction")
+    settings = settings_with(secret_arn)
+    store = DynamoDBSessionStore("sessions")
+    # WHEN the app starts
+    await warm_up(settings, store)
+    # THEN the DynamoDB client exists and the key is cached: gone from Secrets Manager, the
+    # first request still has it without a call.
+    assert store._client is not None
+    boto3.client("secretsmanager").delete_secret(
+        SecretId=secret_arn, ForceDeleteWithoutRecovery=True
+    )
+    assert await _api_key(settings) == SECRET_VALUE
+
+
+async def test_a_failed_warm_up_is_logged_without_the_secret_and_does_not_stop_startup(
+    secret_arn: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "sse-chat-agent-ChatFunction")
+    missing = secret_arn.rsplit(":", 1)[0] + ":missing-AbCdEf"
+    with caplog.at_level(logging.WARNING, logger="sse_chat_agent"):
+        await warm_up(settings_with(missing), DynamoDBSessionStore("sessions"))
+    assert "warm-up incomplete" in caplog.text
+    assert SECRET_VALUE not in caplog.text
