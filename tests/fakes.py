@@ -10,7 +10,8 @@ import anyio
 
 from core.errors import UpstreamError
 from core.events import Usage
-from core.messages import Message, ToolCall
+from core.messages import Message, ToolCall, ToolSpec
+from core.openai_stream import message_json
 from core.ports import Completion, ModelEvent, TextDelta, ToolCallBegan
 
 
@@ -35,10 +36,10 @@ class FakeModel:
         self,
         messages: Sequence[Message],
         *,
-        tools: Sequence[dict[str, Any]] = (),
+        tools: Sequence[ToolSpec] = (),
         deadline: float | None = None,
     ) -> AsyncGenerator[ModelEvent, None]:
-        self.requests.append([m.to_openai() for m in messages])
+        self.requests.append([message_json(m) for m in messages])
         step = self.steps.pop(0) if self.steps else Step(tokens=["ok"])
         for i, token in enumerate(step.tokens):
             if step.fail_after is not None and i >= step.fail_after:

@@ -1,4 +1,5 @@
-"""Conversation messages as stored and replayed to the model (OpenAI chat roles)."""
+"""The conversation's vocabulary, provider-neutral: messages as stored and replayed, the tool
+calls a model made, and the tools it is told about. Adapters write their provider's JSON."""
 
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool as a model is told about it: its name, what it does, its arguments' JSON Schema."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     role: Role
     content: str
@@ -28,30 +38,6 @@ class Message:
     tool_call_id: str | None = None
     name: str | None = None
     reasoning: str = ""  # the model's reasoning before this (assistant) message, as streamed
-
-    def to_openai(self, *, with_reasoning: bool = False) -> dict[str, Any]:
-        """The message as the Chat Completions API takes it (no status, no time).
-
-        `with_reasoning`: send the reasoning back as `reasoning_content` (DeepSeek's and
-        vLLM's field), for providers that require it (see REASONING_HISTORY).
-        """
-        out: dict[str, Any] = {"role": self.role, "content": self.content}
-        if with_reasoning and self.reasoning:
-            out["reasoning_content"] = self.reasoning
-        if self.tool_calls:
-            out["tool_calls"] = [
-                {
-                    "id": call.id,
-                    "type": "function",
-                    "function": {"name": call.name, "arguments": call.arguments},
-                }
-                for call in self.tool_calls
-            ]
-            if not self.content:
-                out["content"] = None
-        if self.tool_call_id is not None:
-            out["tool_call_id"] = self.tool_call_id
-        return out
 
     def to_public(self) -> dict[str, Any]:
         """The message as `GET /sessions/{id}` shows it."""

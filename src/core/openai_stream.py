@@ -32,7 +32,7 @@ from core.errors import (
     UpstreamUnavailable,
 )
 from core.events import Usage
-from core.messages import Message, ToolCall
+from core.messages import Message, ToolCall, ToolSpec
 from core.ports import Completion, ModelEvent, ReasoningDelta, TextDelta, ToolCallBegan
 from core.redaction import Redactor
 
@@ -110,17 +110,19 @@ class OpenAIChatModel:
         return self._name
 
     def request_body(
-        self, messages: Sequence[Message], tools: Sequence[dict[str, Any]]
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec]
     ) -> dict[str, Any]:
         body: dict[str, Any] = {
             "model": self._model,
-            "messages": [m.to_openai(with_reasoning=self._sends_reasoning(m)) for m in messages],
+            "messages": [
+                message_json(m, with_reasoning=self._sends_reasoning(m)) for m in messages
+            ],
             "stream": True,
             "stream_options": {"include_usage": True},
             self._max_tokens_field: self._max_tokens,
         }
         if tools:
-            body["tools"] = list(tools)
+            body["tools"] = [tool_json(spec) for spec in tools]
         if self._reasoning_effort:
             body["reasoning_effort"] = self._reasoning_effort
         return body
@@ -139,7 +141,7 @@ class OpenAIChatModel:
         self,
         messages: Sequence[Message],
         *,
-        tools: Sequence[dict[str, Any]] = (),
+        tools: Sequence[ToolSpec] = (),
         deadline: float | None = None,
     ) -> AsyncGenerator[ModelEvent, None]:
         body = self.request_body(messages, tools)
@@ -362,6 +364,37 @@ def _stated_window(payload: dict[str, Any]) -> int | None:
         return None
     window = int(next(g for g in match.groups() if g).replace(",", ""))
     return window if window > 0 else None
+
+
+def message_json(message: Message, *, with_reasoning: bool = False) -> dict[str, Any]:
+    """A message as the Chat Completions API takes it (no status, no time).
+
+    `with_reasoning`: its reasoning goes back as `reasoning_content` (DeepSeek's and vLLM's
+    field), for providers that require it (REASONING_HISTORY).
+    """
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if with_reasoning and message.reasoning:
+        out["reasoning_content"] = message.reasoning
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": call.id,
+                "type": "function",
+                "function": {"name": call.name, "arguments": call.arguments},
+            }
+            for call in message.tool_calls
+        ]
+        if not message.content:
+            out["content"] = None
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def tool_json(spec: ToolSpec) -> dict[str, Any]:
+    """A tool as the Chat Completions `tools` list declares it."""
+    function = {"name": spec.name, "description": spec.description, "parameters": spec.parameters}
+    return {"type": "function", "function": function}
 
 
 def _usage(raw: dict[str, Any]) -> Usage:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from core.events import Usage
-from core.messages import Message, Page, Session, ToolCall
+from core.messages import Message, Page, Session, ToolCall, ToolSpec
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +53,7 @@ class ChatModel(Protocol):
         self,
         messages: Sequence[Message],
         *,
-        tools: Sequence[dict[str, Any]] = (),
+        tools: Sequence[ToolSpec] = (),
         deadline: float | None = None,
     ) -> AsyncGenerator[ModelEvent, None]:
         """Stream one model step; ends with exactly one `Completion`.

@@ -20,7 +20,7 @@ import anyio
 
 from core.errors import TurnDeadline
 from core.events import Usage
-from core.messages import Message, ToolCall
+from core.messages import Message, ToolCall, ToolSpec
 from core.ports import Completion, ModelEvent, ReasoningDelta, TextDelta, ToolCallBegan
 
 SIMULATED_MODEL_NAME = "simulator"
@@ -155,16 +155,6 @@ def tool_summary(name: str, output: str) -> str:
     return f"The `{name}` tool returned **{value}**."
 
 
-def declared_tool_names(tools: Sequence[dict[str, Any]]) -> list[str]:
-    """The names in a `tools` list as the `ChatModel` port takes it."""
-    names = []
-    for tool in tools:
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            names.append(function["name"])
-    return names
-
-
 class SimulatedChatModel:
     """`ChatModel` answering with `decide`, a word per `token_delay_ms`, in this process.
 
@@ -185,10 +175,10 @@ class SimulatedChatModel:
         self,
         messages: Sequence[Message],
         *,
-        tools: Sequence[dict[str, Any]] = (),
+        tools: Sequence[ToolSpec] = (),
         deadline: float | None = None,
     ) -> AsyncGenerator[ModelEvent, None]:
-        decision = decide(messages, declared_tool_names(tools))
+        decision = decide(messages, [tool.name for tool in tools])
         thoughts = split_words(decision.reasoning)
         pieces = split_words(decision.text)
         next_at = time.monotonic()

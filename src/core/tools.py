@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import anyio
 from pydantic import BaseModel, Field, ValidationError, create_model
 
-from core.messages import ToolCall
+from core.messages import ToolCall, ToolSpec
 
 MAX_OUTPUT_CHARS = 8_000
 
@@ -39,14 +39,11 @@ class Tool:
     arguments: type[BaseModel]
 
     @property
-    def spec(self) -> dict[str, Any]:
-        """The tool as the Chat Completions `tools` list declares it."""
+    def spec(self) -> ToolSpec:
+        """The tool as a model is told about it."""
         schema = self.arguments.model_json_schema()
         schema.pop("title", None)
-        return {
-            "type": "function",
-            "function": {"name": self.name, "description": self.description, "parameters": schema},
-        }
+        return ToolSpec(name=self.name, description=self.description, parameters=schema)
 
     @classmethod
     def from_function(cls, function: Callable[..., Any], *, name: str | None = None) -> Tool:
@@ -70,7 +67,7 @@ class ToolRegistry:
 
     def __init__(self, tools: Iterable[Tool] = ()) -> None:
         self._tools = {tool.name: tool for tool in tools}
-        self.specs: tuple[dict[str, Any], ...] = tuple(t.spec for t in self._tools.values())
+        self.specs: tuple[ToolSpec, ...] = tuple(t.spec for t in self._tools.values())
 
     @property
     def names(self) -> list[str]:
@@ -78,7 +75,10 @@ class ToolRegistry:
 
     def spec_tokens(self, count: Callable[[str], int]) -> int:
         """What declaring the tools costs in the prompt, counted like the messages."""
-        return sum(count(json.dumps(spec)) for spec in self.specs)
+        return sum(
+            count(spec.name) + count(spec.description) + count(json.dumps(spec.parameters))
+            for spec in self.specs
+        )
 
     async def run(self, call: ToolCall, *, timeout: float) -> ToolOutcome:
         tool = self._tools.get(call.name)

@@ -13,6 +13,7 @@ from core.errors import SessionBusy, StoreError, UpstreamError
 from core.events import Done, Event, Failed, Started, Token, ToolCallStarted, ToolResult
 from core.memory_store import MemorySessionStore
 from core.messages import ToolCall
+from core.openai_stream import message_json
 from core.tools import Tool, ToolRegistry, builtin_registry
 from tests.fakes import FakeModel, Step
 from tests.history_rules import assert_valid_openai_history
@@ -40,7 +41,7 @@ async def run(
 
 async def stored(store: MemorySessionStore, session: str) -> list[dict[str, Any]]:
     loaded = await store.load(session, now=time.time())
-    return [m.to_openai() | {"status": m.status} for m in loaded.messages]
+    return [message_json(m) | {"status": m.status} for m in loaded.messages]
 
 
 async def test_parallel_tool_calls_run_and_the_answer_streams_on() -> None:

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from typing import Any
 
 import pytest
 
 from core.errors import TurnDeadline
-from core.messages import Message, ToolCall
+from core.messages import Message, ToolCall, ToolSpec
 from core.ports import Completion, ModelEvent, TextDelta, ToolCallBegan, is_simulated
 from core.simulated_model import SimulatedChatModel, decide, find_expression, split_words
 from core.tools import builtin_registry
@@ -25,7 +24,7 @@ def conversation(prompt: str) -> list[Message]:
 async def collect(
     model: SimulatedChatModel,
     messages: Sequence[Message],
-    tools: Sequence[dict[str, Any]] = TOOLS,
+    tools: Sequence[ToolSpec] = TOOLS,
     deadline: float | None = None,
 ) -> list[ModelEvent]:
     return [e async for e in model.stream(messages, tools=tools, deadline=deadline)]

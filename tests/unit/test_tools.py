@@ -8,6 +8,7 @@ import anyio
 import pytest
 
 from core.messages import ToolCall
+from core.openai_stream import tool_json
 from core.tools import Tool, ToolRegistry, builtin_registry, calculator, get_current_time
 
 
@@ -54,13 +55,22 @@ def test_current_time_in_a_zone() -> None:
 
 def test_schema_comes_from_the_signature() -> None:
     [spec] = builtin_registry(["calculator"]).specs
-    function = spec["function"]
-    assert function["name"] == "calculator"
-    assert function["parameters"]["required"] == ["expression"]
-    assert function["parameters"]["properties"]["expression"]["type"] == "string"
-    assert builtin_registry(["get_current_time"]).specs[0]["function"]["parameters"].get(
-        "required"
-    ) in (None, [])
+    assert spec.name == "calculator" and spec.description.startswith("Evaluate")
+    assert spec.parameters["required"] == ["expression"]
+    assert spec.parameters["properties"]["expression"]["type"] == "string"
+    assert builtin_registry(["get_current_time"]).specs[0].parameters.get("required") in (None, [])
+
+
+def test_the_openai_adapter_declares_tools_as_functions() -> None:
+    [spec] = builtin_registry(["calculator"]).specs
+    assert tool_json(spec) == {
+        "type": "function",
+        "function": {
+            "name": "calculator",
+            "description": spec.description,
+            "parameters": spec.parameters,
+        },
+    }
 
 
 def test_unknown_tool_name_in_settings_is_a_configuration_error() -> None:
