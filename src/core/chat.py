@@ -93,7 +93,7 @@ class TurnOutcome:
 
     status: Status | None = None
     usage: Usage = field(default_factory=Usage)
-    tokens_out: int = 0
+    chunks_out: int = 0  # content deltas relayed (a provider may put several tokens in one)
     first_token_seconds: float | None = None
     error: str | None = None
 
@@ -235,7 +235,7 @@ class Turn:
                                 if outcome.first_token_seconds is None:
                                     outcome.first_token_seconds = time.monotonic() - started_at
                                 reply.add(event.text)
-                                outcome.tokens_out += 1
+                                outcome.chunks_out += 1
                                 yield Token(event.text)
                             elif isinstance(event, ReasoningDelta):
                                 reply.think(event.text)

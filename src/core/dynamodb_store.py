@@ -11,14 +11,14 @@ import contextlib
 import functools
 import logging
 import random
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, TypeVar, cast
 
 import anyio
 import anyio.to_thread
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
+from core.dynamodb_table import DynamoDBTable, cancellation_reasons
 from core.errors import SessionBusy, SessionConflict, SessionNotFound, StoreError
 from core.history import (
     check_appendable,
@@ -49,12 +49,6 @@ META_SK = "meta"
 MESSAGE_SK_PREFIX = "m#"
 TTL_ATTRIBUTE = "expires_at"
 
-_THROTTLING_CODES = frozenset(
-    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
-)
-_THROTTLING_REASONS = frozenset(
-    {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
-)
 _BATCH_SIZE = 25  # BatchWriteItem's limit
 
 
@@ -66,9 +60,8 @@ def message_sk(seq: int) -> str:
 class DynamoDBSessionStore:
     """Sessions in a DynamoDB table, written with conditional puts in one transaction per append.
 
-    `client` is a low-level boto3 DynamoDB client; without one, the first call builds
-    `boto3.client("dynamodb")` (which honours AWS_ENDPOINT_URL_DYNAMODB) with botocore's own
-    retries off, so the bounded backoff here (`max_attempts`, `base_delay`) is the only one.
+    `table` is the table and its client, shared with the other adapters that keep items in it
+    (quotas); given only a name (and optionally a boto3 `client`), the store makes its own.
     """
 
     def __init__(
@@ -79,60 +72,16 @@ class DynamoDBSessionStore:
         ttl_seconds: float = 7 * 24 * 3600,
         max_attempts: int = 4,
         base_delay: float = 0.05,
+        table: DynamoDBTable | None = None,
     ) -> None:
-        self._table = table_name
-        self._client = client
-        self._owns_client = client is None  # an injected client is its owner's to close
-        self._client_lock = threading.Lock()
+        self.table = table or DynamoDBTable(
+            table_name, client=client, max_attempts=max_attempts, base_delay=base_delay
+        )
+        self._table = self.table.name
+        self._call = self.table.call
         self._ttl = ttl_seconds
-        self._max_attempts = max(max_attempts, 1)
-        self._base_delay = base_delay
-
-    def _get_client(self) -> DynamoDBClient:
-        # Built in a worker thread, once: boto3's default session is not thread-safe.
-        with self._client_lock:
-            if self._client is None:
-                import boto3  # lazily: importing boto3 costs ~0.2 s of cold start
-                from botocore.config import Config
-
-                self._client = boto3.client(
-                    "dynamodb",
-                    config=Config(
-                        retries={"mode": "standard", "total_max_attempts": 1},
-                        connect_timeout=3,
-                        read_timeout=10,
-                    ),
-                )
-            return self._client
-
-    async def _call(self, operation: Callable[[DynamoDBClient], T]) -> T:
-        """Run `operation` off the event loop, retrying throttling with backoff and jitter.
-
-        Conditional failures (`ConditionalCheckFailedException`, `TransactionCanceledException`
-        not caused by throttling) propagate for the caller to translate; anything else is a
-        `StoreError` whose text is safe to show.
-        """
-        throttled: ClientError | None = None
-        for attempt in range(self._max_attempts):
-            if attempt:
-                # Full jitter: 4 tries at 50 ms base wait at most 0.05 + 0.1 + 0.2 s in all.
-                await anyio.sleep(random.uniform(0, self._base_delay * 2 ** (attempt - 1)))
-            try:
-                return await anyio.to_thread.run_sync(lambda: operation(self._get_client()))
-            except ClientError as exc:
-                code = _error_code(exc)
-                if _is_throttling(exc):
-                    throttled = exc
-                    continue
-                if code in ("ConditionalCheckFailedException", "TransactionCanceledException"):
-                    raise
-                logger.warning("DynamoDB call failed: %s", code)
-                raise StoreError("session store failed") from exc
-            except BotoCoreError as exc:
-                logger.warning("DynamoDB unreachable: %s", type(exc).__name__)
-                raise StoreError("session store is unavailable") from exc
-        logger.warning("DynamoDB kept throttling after %d tries", self._max_attempts)
-        raise StoreError("session store is busy; try again") from throttled
+        self._max_attempts = self.table.max_attempts
+        self._base_delay = self.table.base_delay
 
     def _meta_key(self, session_id: str) -> Item:
         return {"pk": {"S": session_id}, "sk": {"S": META_SK}}
@@ -329,7 +278,7 @@ class DynamoDBSessionStore:
                 lambda client: client.transact_write_items(TransactItems=[meta_update, *puts])
             )
         except ClientError as exc:
-            codes = [reason.get("Code") for reason in _cancellation_reasons(exc)]
+            codes = [reason.get("Code") for reason in cancellation_reasons(exc)]
             if codes and codes[0] == "ConditionalCheckFailed":
                 raise SessionNotFound(session_id) from exc
             if any(code in ("ConditionalCheckFailed", "TransactionConflict") for code in codes):
@@ -373,9 +322,7 @@ class DynamoDBSessionStore:
         raise StoreError("session store is busy; try again")
 
     async def aclose(self) -> None:
-        if self._owns_client and self._client is not None:
-            client, self._client = self._client, None
-            await anyio.to_thread.run_sync(client.close)
+        await self.table.aclose()
 
 
 def _write_batch(
@@ -427,120 +374,3 @@ def _message_from_item(item: Item) -> tuple[Message, float]:
 
 def _seq(item: Item) -> int:
     return int(item["sk"]["S"].removeprefix(MESSAGE_SK_PREFIX))
-
-
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _cancellation_reasons(exc: ClientError) -> list[dict[str, str]]:
-    reasons = exc.response.get("CancellationReasons", [])
-    return cast("list[dict[str, str]]", reasons)
-
-
-def _is_throttling(exc: ClientError) -> bool:
-    code = _error_code(exc)
-    if code in _THROTTLING_CODES:
-        return True
-    if code != "TransactionCanceledException":
-        return False
-    codes = {reason.get("Code") for reason in _cancellation_reasons(exc)}
-    return bool(codes & _THROTTLING_REASONS) and "ConditionalCheckFailed" not in codes
-
-
-class DynamoDBRateLimiter:
-    """Per-client counters in the sessions table, so every Lambda instance shares them.
-
-    Items: pk = "rate#<client>", sk = "w#<minute>" (requests) or "d#<day>" (tokens), with the
-    table's TTL attribute; the global daily budget counts under the client "*". A request is
-    one conditional `ADD`: atomic, no read first; the condition refuses it without counting
-    when the window is full.
-    """
-
-    def __init__(
-        self,
-        store: DynamoDBSessionStore,
-        *,
-        per_minute: int,
-        daily_tokens: int,
-        global_daily_tokens: int = 0,
-    ) -> None:
-        self._store = store
-        self._per_minute = per_minute
-        self._daily_tokens = daily_tokens
-        self._global_tokens = global_daily_tokens
-
-    def _key(self, client: str, sk: str) -> Item:
-        return {"pk": {"S": f"rate#{client}"}, "sk": {"S": sk}}
-
-    async def _tokens_used(self, client: str, day: int) -> int:
-        key = self._key(client, f"d#{day}")
-        table = self._store._table
-        item = await self._store._call(
-            lambda c: c.get_item(TableName=table, Key=key, ConsistentRead=True)
-        )
-        return int(item.get("Item", {}).get("tokens", {}).get("N", "0"))
-
-    async def hit(self, client: str, *, now: float) -> None:
-        from core.rate_limit import (
-            DAY,
-            EVERYONE,
-            MINUTE,
-            check_daily_tokens,
-            check_global_tokens,
-            check_request_count,
-        )
-
-        table = self._store._table
-        day = int(now // DAY)
-        if self._global_tokens:
-            used = await self._tokens_used(EVERYONE, day)
-            check_global_tokens(used, self._global_tokens, now)
-        if self._daily_tokens:
-            check_daily_tokens(await self._tokens_used(client, day), self._daily_tokens, now)
-        if not self._per_minute:
-            return
-        minute = int(now // MINUTE)
-        key = self._key(client, f"w#{minute}")
-        try:
-            await self._store._call(
-                lambda c: c.update_item(
-                    TableName=table,
-                    Key=key,
-                    UpdateExpression="ADD #n :one SET expires_at = :exp",
-                    ConditionExpression="attribute_not_exists(#n) OR #n < :limit",
-                    ExpressionAttributeNames={"#n": "count"},
-                    ExpressionAttributeValues={
-                        ":one": {"N": "1"},
-                        ":limit": {"N": str(self._per_minute)},
-                        ":exp": {"N": str((minute + 2) * MINUTE)},
-                    },
-                )
-            )
-        except ClientError as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":
-                raise StoreError("rate limiter failed") from exc
-            check_request_count(self._per_minute + 1, self._per_minute, now)
-
-    async def spend(self, client: str, tokens: int, *, now: float) -> None:
-        from core.rate_limit import DAY, EVERYONE
-
-        if tokens <= 0:
-            return
-        day = int(now // DAY)
-        table = self._store._table
-        for name, quota in ((client, self._daily_tokens), (EVERYONE, self._global_tokens)):
-            if not quota:
-                continue
-            key = self._key(name, f"d#{day}")
-            await self._store._call(
-                lambda c, key=key: c.update_item(  # type: ignore[misc]
-                    TableName=table,
-                    Key=key,
-                    UpdateExpression="ADD tokens :t SET expires_at = :exp",
-                    ExpressionAttributeValues={
-                        ":t": {"N": str(tokens)},
-                        ":exp": {"N": str((day + 2) * DAY)},
-                    },
-                )
-            )

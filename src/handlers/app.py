@@ -84,13 +84,20 @@ def create_app(
     redactor.add(*settings.secret_values)
     configure_logging(settings.log_level, redactor)
 
-    from handlers.services import access_key, build_model, build_rate_limiter, build_store
+    from handlers.services import (
+        access_key,
+        build_model,
+        build_rate_limiter,
+        build_store,
+        build_table,
+    )
 
     chat_model = model or build_model(settings)
     simulated = is_simulated(chat_model)
-    store = sessions or build_store(settings)
+    table = build_table(settings)
+    store = sessions or build_store(settings, table)
     registry = tools if tools is not None else builtin_registry(settings.tool_names)
-    limiter = rate_limiter or build_rate_limiter(settings, store)
+    limiter = rate_limiter or build_rate_limiter(settings, table)
     telemetry = TurnTelemetry(
         settings.log_level,
         # EMF metrics on Lambda (CloudWatch parses them from the log); off locally unless asked.
@@ -144,7 +151,7 @@ def create_app(
             logger.warning("No OPENAI_API_KEY set: the in-process simulated model answers")
         from handlers.services import warm_up  # Lambda init: boto3 client, Powertools, secrets
 
-        await warm_up(settings, store)
+        await warm_up(settings, table)
         # Everything built so far lives as long as the process: freezing it keeps the cyclic
         # GC's full collections from rescanning it while many streams run. Not on Lambda: one
         # request at a time there, and the collection costs about 50 ms of every cold start.
@@ -157,6 +164,8 @@ def create_app(
             gc.unfreeze()
         await turns.aclose()
         await store.aclose()
+        if table is not None:
+            await table.aclose()
         aclose = getattr(chat_model, "aclose", None)
         if aclose is not None:
             await aclose()

@@ -55,7 +55,7 @@ class TurnTelemetry:
             "session_id": turn.session_id,
             "model": turn.model.name,
             "outcome": outcome.status,
-            "tokens_out": outcome.tokens_out,
+            "chunks_out": outcome.chunks_out,
             "prompt_tokens": outcome.usage.prompt_tokens,
             "completion_tokens": outcome.usage.completion_tokens,
             "time_to_first_token_ms": _ms(outcome.first_token_seconds),
@@ -75,7 +75,8 @@ class TurnTelemetry:
             metrics.add_metric("TurnsCompleted", MetricUnit.Count, 1)
         else:
             metrics.add_metric("TurnsFailed", MetricUnit.Count, 1)
-        metrics.add_metric("TokensOut", MetricUnit.Count, outcome.tokens_out)
+        # Tokens as the provider bills them (or the estimate, when it reports none).
+        metrics.add_metric("TokensOut", MetricUnit.Count, outcome.usage.completion_tokens)
         if outcome.first_token_seconds is not None:
             ttft = outcome.first_token_seconds * 1000
             metrics.add_metric("TimeToFirstToken", MetricUnit.Milliseconds, ttft)

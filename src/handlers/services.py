@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from functools import partial
+from typing import TYPE_CHECKING
 
 import httpx
 from pydantic import SecretStr
@@ -14,6 +15,9 @@ from core.rate_limit import InProcessRateLimiter, RateLimiter
 from core.redaction import process_redactor
 from core.settings import Settings
 from core.simulated_model import SimulatedChatModel
+
+if TYPE_CHECKING:
+    from core.dynamodb_table import DynamoDBTable
 
 SECRET_MAX_AGE_SECONDS = 300
 
@@ -89,18 +93,27 @@ async def read_secret(secret_id: str) -> str:
     return secret
 
 
-def build_rate_limiter(settings: Settings, store: SessionStore) -> RateLimiter:
-    """Shared DynamoDB counters beside DynamoDB sessions (Lambda); in-process otherwise."""
-    if settings.session_store == "dynamodb":
-        from core.dynamodb_store import DynamoDBRateLimiter, DynamoDBSessionStore
+def build_table(settings: Settings) -> DynamoDBTable | None:
+    """The DynamoDB table and client every DynamoDB adapter shares; None off DynamoDB."""
+    if settings.session_store != "dynamodb":
+        return None
+    from core.dynamodb_table import DynamoDBTable
 
-        if isinstance(store, DynamoDBSessionStore):
-            return DynamoDBRateLimiter(
-                store,
-                per_minute=settings.rate_limit_per_minute,
-                daily_tokens=settings.daily_token_quota,
-                global_daily_tokens=settings.global_daily_token_quota,
-            )
+    return DynamoDBTable(settings.sessions_table)
+
+
+def build_rate_limiter(settings: Settings, table: DynamoDBTable | None) -> RateLimiter:
+    """Counters in DynamoDB, shared by every instance, beside DynamoDB sessions (Lambda);
+    in this process otherwise."""
+    if table is not None:
+        from core.dynamodb_rate_limit import DynamoDBRateLimiter
+
+        return DynamoDBRateLimiter(
+            table,
+            per_minute=settings.rate_limit_per_minute,
+            daily_tokens=settings.daily_token_quota,
+            global_daily_tokens=settings.global_daily_token_quota,
+        )
     return InProcessRateLimiter(
         per_minute=settings.rate_limit_per_minute,
         daily_tokens=settings.daily_token_quota,
@@ -108,23 +121,23 @@ def build_rate_limiter(settings: Settings, store: SessionStore) -> RateLimiter:
     )
 
 
-def build_store(settings: Settings) -> SessionStore:
+def build_store(settings: Settings, table: DynamoDBTable | None) -> SessionStore:
     if settings.session_store == "memory":
         from core.memory_store import MemorySessionStore
 
         return MemorySessionStore(ttl_seconds=settings.session_ttl_seconds)
-    if settings.session_store == "dynamodb":
+    if table is not None:
         from core.dynamodb_store import DynamoDBSessionStore
 
         return DynamoDBSessionStore(
-            settings.sessions_table, ttl_seconds=settings.session_ttl_seconds
+            table.name, ttl_seconds=settings.session_ttl_seconds, table=table
         )
     from core.sqlite_store import SQLiteSessionStore
 
     return SQLiteSessionStore(settings.sqlite_path, ttl_seconds=settings.session_ttl_seconds)
 
 
-async def warm_up(settings: Settings, store: SessionStore) -> None:
+async def warm_up(settings: Settings, table: DynamoDBTable | None) -> None:
     """On Lambda, do at init what the first request would otherwise pay for.
 
     Init runs before the Web Adapter's readiness check passes, on the full CPU share, and
@@ -137,13 +150,11 @@ async def warm_up(settings: Settings, store: SessionStore) -> None:
         return
     import anyio
 
-    from core.dynamodb_store import DynamoDBSessionStore
-
     def imports_and_client() -> None:
         import aws_lambda_powertools.metrics  # noqa: F401  (the package brings Logger too)
 
-        if isinstance(store, DynamoDBSessionStore):
-            store._get_client()
+        if table is not None:
+            table.client()
 
     try:
         await anyio.to_thread.run_sync(imports_and_client)

@@ -89,7 +89,7 @@ def test_served_output_never_holds_a_key_nor_the_prompt(
     assert "Uvicorn running" in output or "Application startup complete" in output
     lines = [json.loads(x) for x in output.splitlines() if x.startswith('{"level"')]
     turns = [x for x in lines if x.get("message") in ("turn", "turn failed")]
-    assert [(t["outcome"], t["tokens_out"]) for t in turns] == [("complete", 15), ("failed", 0)]
+    assert [(t["outcome"], t["chunks_out"]) for t in turns] == [("complete", 15), ("failed", 0)]
     for secret in (TEST_KEY, ACCESS_KEY):
         for piece in (secret, secret[-12:], secret[:16]):
             assert piece not in output, f"{piece!r} leaked into the {log_level} output"

@@ -11,7 +11,7 @@ import uuid
 import boto3
 import pytest
 
-from core.dynamodb_store import DynamoDBSessionStore
+from core.dynamodb_table import DynamoDBTable
 from core.settings import Settings
 from handlers.services import _api_key, warm_up
 from tests.store_fixtures import moto_endpoint, use_fake_aws
@@ -39,9 +39,9 @@ async def test_off_lambda_warm_up_does_nothing(
     secret_arn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
-    store = DynamoDBSessionStore("sessions")
-    await warm_up(settings_with(secret_arn), store)
-    assert store._client is None
+    table = DynamoDBTable("sessions")
+    await warm_up(settings_with(secret_arn), table)
+    assert table._client is None
 
 
 async def test_on_lambda_warm_up_builds_the_client_and_caches_the_secret(
@@ -50,12 +50,12 @@ async def test_on_lambda_warm_up_builds_the_client_and_caches_the_secret(
     # GIVEN Lambda's environment and a secret in Secrets Manager
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "sse-chat-agent-ChatFunction")
     settings = settings_with(secret_arn)
-    store = DynamoDBSessionStore("sessions")
+    table = DynamoDBTable("sessions")
     # WHEN the app starts
-    await warm_up(settings, store)
+    await warm_up(settings, table)
     # THEN the DynamoDB client exists and the key is cached: gone from Secrets Manager, the
     # first request still has it without a call.
-    assert store._client is not None
+    assert table._client is not None
     boto3.client("secretsmanager").delete_secret(
         SecretId=secret_arn, ForceDeleteWithoutRecovery=True
     )
@@ -68,6 +68,6 @@ async def test_a_failed_warm_up_is_logged_without_the_secret_and_does_not_stop_s
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "sse-chat-agent-ChatFunction")
     missing = secret_arn.rsplit(":", 1)[0] + ":missing-AbCdEf"
     with caplog.at_level(logging.WARNING, logger="sse_chat_agent"):
-        await warm_up(settings_with(missing), DynamoDBSessionStore("sessions"))
+        await warm_up(settings_with(missing), DynamoDBTable("sessions"))
     assert "warm-up incomplete" in caplog.text
     assert SECRET_VALUE not in caplog.text

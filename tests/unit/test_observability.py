@@ -31,7 +31,7 @@ TURN_FIELDS = {
     "request_id",
     "session_id",
     "model",
-    "tokens_out",
+    "chunks_out",
     "time_to_first_token_ms",
     "duration_ms",
     "outcome",
@@ -116,12 +116,12 @@ def test_the_turn_line_carries_ids_model_tokens_timings_and_outcome(local_info: 
     assert good["session_id"] == session
     assert good["model"] == "canary-model"
     assert good["outcome"] == "complete"
-    assert good["tokens_out"] == len(TOKENS) == good["completion_tokens"]
+    assert good["chunks_out"] == len(TOKENS) == good["completion_tokens"]
     assert 0 <= good["time_to_first_token_ms"] <= good["duration_ms"] < 10_000
     # A failed turn: a warning with the user-safe reason; no first token, so no such timing.
     assert failed["level"] == "WARNING" and failed["outcome"] == "failed"
     assert failed["request_id"] == "req-401"  # from X-Request-Id
-    assert failed["tokens_out"] == 0 and failed.get("time_to_first_token_ms") is None
+    assert failed["chunks_out"] == 0 and failed.get("time_to_first_token_ms") is None
     assert "API key" in failed["error"] and isinstance(failed["duration_ms"], float)
 
 

@@ -9,7 +9,14 @@ import pytest
 
 from core.messages import ToolCall
 from core.openai_stream import tool_json
-from core.tools import Tool, ToolRegistry, builtin_registry, calculator, get_current_time
+from core.tools import (
+    Tool,
+    ToolOutcome,
+    ToolRegistry,
+    builtin_registry,
+    calculator,
+    get_current_time,
+)
 
 
 @pytest.mark.parametrize(
@@ -132,3 +139,13 @@ async def test_sync_tools_run_off_the_event_loop() -> None:
         group.start_soon(ticker)
         result = await registry.run(ToolCall("1", "blocking", "{}"), timeout=2)
     assert result.ok and ticks == 10
+
+
+async def test_a_complex_result_is_a_clear_error_not_ok() -> None:
+    """Reproduced: `(-8)**0.5` came back `ok: true` as a complex number."""
+    registry = builtin_registry(["calculator"])
+    outcome = await registry.run(
+        ToolCall("c1", "calculator", '{"expression": "(-8)**0.5"}'), timeout=5
+    )
+    assert outcome == ToolOutcome(False, "calculator failed: the result is not a real number")
+    assert calculator("8**0.5").startswith("8**0.5 = 2.828")

@@ -1,0 +1,129 @@
+"""One DynamoDB table and the client that reaches it, shared by every adapter that keeps items
+in it (sessions, quotas): one client, one place that runs calls off the event loop and turns
+DynamoDB's failures into the core's errors.
+
+The table (template.yaml `SessionsTable`) has string keys `pk`/`sk` and the TTL attribute
+`expires_at`. The app never creates it or changes its TTL.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar, cast
+
+import anyio
+import anyio.to_thread
+from botocore.exceptions import BotoCoreError, ClientError
+
+from core.errors import StoreError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+
+_THROTTLING_CODES = frozenset(
+    {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"}
+)
+_THROTTLING_REASONS = frozenset(
+    {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
+)
+
+
+class DynamoDBTable:
+    """A table name and a low-level boto3 client (built on first use when not injected).
+
+    botocore's own retries are off so the bounded backoff here (`max_attempts`, `base_delay`)
+    is the only one: botocore's retry modes do not retry a transaction cancelled by
+    throttling (`TransactionCanceledException` with `ThrottlingError` reasons), which this does.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        client: DynamoDBClient | None = None,
+        max_attempts: int = 4,
+        base_delay: float = 0.05,
+    ) -> None:
+        self.name = name
+        self._client = client
+        self._owns_client = client is None  # an injected client is its owner's to close
+        self._client_lock = threading.Lock()
+        self.max_attempts = max(max_attempts, 1)
+        self.base_delay = base_delay
+
+    def client(self) -> DynamoDBClient:
+        """The client, built once (in a worker thread: boto3's default session is not
+        thread-safe, and importing boto3 costs ~0.2 s of cold start)."""
+        with self._client_lock:
+            if self._client is None:
+                import boto3
+                from botocore.config import Config
+
+                self._client = boto3.client(
+                    "dynamodb",
+                    config=Config(
+                        retries={"mode": "standard", "total_max_attempts": 1},
+                        connect_timeout=3,
+                        read_timeout=10,
+                    ),
+                )
+            return self._client
+
+    async def call(self, operation: Callable[[DynamoDBClient], T]) -> T:
+        """Run `operation` off the event loop, retrying throttling with backoff and jitter.
+
+        Conditional failures (`ConditionalCheckFailedException`, `TransactionCanceledException`
+        not caused by throttling) propagate for the caller to translate; anything else is a
+        `StoreError` whose text is safe to show.
+        """
+        throttled: ClientError | None = None
+        for attempt in range(self.max_attempts):
+            if attempt:
+                # Full jitter: 4 tries at 50 ms base wait at most 0.05 + 0.1 + 0.2 s in all.
+                await anyio.sleep(random.uniform(0, self.base_delay * 2 ** (attempt - 1)))
+            try:
+                return await anyio.to_thread.run_sync(lambda: operation(self.client()))
+            except ClientError as exc:
+                code = error_code(exc)
+                if is_throttling(exc):
+                    throttled = exc
+                    continue
+                if code in ("ConditionalCheckFailedException", "TransactionCanceledException"):
+                    raise
+                logger.warning("DynamoDB call failed: %s", code)
+                raise StoreError("session store failed") from exc
+            except BotoCoreError as exc:
+                logger.warning("DynamoDB unreachable: %s", type(exc).__name__)
+                raise StoreError("session store is unavailable") from exc
+        logger.warning("DynamoDB kept throttling after %d tries", self.max_attempts)
+        raise StoreError("session store is busy; try again") from throttled
+
+    async def aclose(self) -> None:
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
+            await anyio.to_thread.run_sync(client.close)
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def cancellation_reasons(exc: ClientError) -> list[dict[str, str]]:
+    reasons = exc.response.get("CancellationReasons", [])
+    return cast("list[dict[str, str]]", reasons)
+
+
+def is_throttling(exc: ClientError) -> bool:
+    code = error_code(exc)
+    if code in _THROTTLING_CODES:
+        return True
+    if code != "TransactionCanceledException":
+        return False
+    codes = {reason.get("Code") for reason in cancellation_reasons(exc)}
+    return bool(codes & _THROTTLING_REASONS) and "ConditionalCheckFailed" not in codes
