@@ -34,7 +34,8 @@ class LiveServer:
     def __init__(self, app: Any, **options: Any) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        options = {"log_level": "warning", "lifespan": "on"} | options
+        # h11 whatever else is installed (llmock brings httptools): one HTTP stack for every run.
+        options = {"log_level": "warning", "lifespan": "on", "http": "h11"} | options
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

@@ -54,6 +54,10 @@ from core.turn_log import new_turn_id
 
 Clock = Callable[[], float]
 logger = logging.getLogger("sse_chat_agent")
+_MESSAGE_TOO_LONG = (
+    "the message is too long for the model's context window, even without earlier messages; "
+    "send a shorter one"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +187,8 @@ class Turn:
     deadline: float
     wall_clock: Clock = time.time
     count_tokens: TokenCounter = estimate_tokens
+    # A smaller context window the provider stated when it refused this turn's request.
+    stated_window: int | None = None
     outcome: TurnOutcome = field(default_factory=TurnOutcome)
     turn_id: str = field(default_factory=new_turn_id)
     client: str = ""  # who asked, for quotas
@@ -201,6 +207,9 @@ class Turn:
         status: Status | None = None  # set once the reply is stored
         outcome = self.outcome
         shrunk = False  # the history was halved once after a context-length refusal
+        # What the current step sent, until its usage is counted: a reply cut short (an upstream
+        # drop, Stop, a disconnect) never gets the provider's usage, but was generated.
+        uncounted: Sequence[Message] = ()
         try:
             yield Started(
                 session=self.session_id,
@@ -211,7 +220,7 @@ class Turn:
             steps = 0
             while True:
                 completion: Completion | None = None
-                sent = self._fit()
+                sent = uncounted = self._fit()
                 # At the step limit, tool calls are not announced: none of them would run.
                 last_step = steps >= self.limits.max_tool_steps
                 try:
@@ -240,15 +249,27 @@ class Turn:
                                 completion = event
                             if reply.size > MAX_MESSAGE_BYTES:
                                 raise ReplyTooLong(MAX_MESSAGE_BYTES)
-                except ContextTooLong:
-                    # Refused before anything streamed: once, try again with half the history.
-                    if shrunk or not self.past or reply.started:
+                except ContextTooLong as exc:
+                    # Refused before anything streamed: once, try again with less history, fit
+                    # to the window the provider stated, else half of it.
+                    if reply.started:
+                        raise
+                    no_history = len(sent) == len(self.system) + len(self.current)
+                    if no_history and len(self.current) == 1:
+                        # No history was sent: the message itself is over the window.
+                        raise ContextTooLong(_MESSAGE_TOO_LONG) from None
+                    if shrunk or not self.past:
                         raise
                     shrunk = True
-                    self.past = self.past[len(self.past) // 2 + len(self.past) % 2 :]
+                    ours = self.limits.context_tokens
+                    if exc.window is not None and (ours is None or exc.window < ours):
+                        self.stated_window = exc.window
+                    else:
+                        self.past = self.past[len(self.past) // 2 + len(self.past) % 2 :]
                     continue
                 assert completion is not None, "ChatModel.stream ends with a Completion"
                 outcome.usage += completion.usage or self._estimate(sent, reply, completion)
+                uncounted = ()
                 if not completion.tool_calls:
                     await self._store_reply(reply, "complete")
                     status = "complete"
@@ -305,6 +326,7 @@ class Turn:
             outcome.error = str(exc)
             status = "failed" if isinstance(exc, ReplyTooLong) else reply.cut_short()
             await self._store_reply(reply, status, quiet=True)
+            self._count_unfinished(uncounted, reply)
             await self._release(status)
             yield Failed(_failure_message(exc))
         finally:
@@ -315,6 +337,7 @@ class Turn:
                     status = reply.cut_short()
                     if not self.lost:
                         await self._store_reply(reply, status, quiet=True)
+                    self._count_unfinished(uncounted, reply)
                 await self._release(status)
 
     async def abandon(self) -> None:
@@ -333,29 +356,36 @@ class Turn:
     def _fit(self) -> list[Message]:
         """What the model receives now: the newest history that fits the context window.
 
-        `ContextTooLong` when this turn alone (system prompt, prompt, its tool exchanges and
-        the room kept for the reply) is over the window: no history could help.
+        When this turn alone (system prompt, prompt, its tool exchanges and the room kept for
+        the reply) is over the window by this server's count, it goes alone: the count may be
+        an estimate, above the provider's, and the provider's refusal says it best.
         """
-        window = self.limits.context_tokens
+        window = self.stated_window or self.limits.context_tokens
         if window is None:
             return self.messages
         count = self.count_tokens
         fixed = sum(message_tokens(m, count) for m in (*self.system, *self.current))
         budget = window - self.limits.reply_tokens - self.tools.spec_tokens(count) - fixed
-        if budget < 0:
-            raise ContextTooLong(
-                f"the message is too long for the model's context window ({window} tokens, "
-                f"{self.limits.reply_tokens} of them kept for the reply); send a shorter one"
-            )
+        if budget <= 0:
+            return [*self.system, *self.current]
         return [*self.system, *fit(self.past, budget, count), *self.current]
 
-    def _estimate(self, sent: Sequence[Message], reply: _Reply, completion: Completion) -> Usage:
+    def _count_unfinished(self, sent: Sequence[Message], reply: _Reply) -> None:
+        """A step cut short after it started generating: its tokens count against the quotas
+        too (estimated), or stopping just before the end would make every reply free."""
+        if sent and reply.started:
+            self.outcome.usage += self._estimate(sent, reply, None)
+
+    def _estimate(
+        self, sent: Sequence[Message], reply: _Reply, completion: Completion | None
+    ) -> Usage:
         """The provider reported no usage: count it here, marked `estimated`, so the quotas
         still see it."""
         count = self.count_tokens
         prompt = sum(message_tokens(m, count) for m in sent) + self.tools.spec_tokens(count)
         generated = count(reply.text) + count(reply.reasoning)
-        generated += sum(count(c.name) + count(c.arguments) for c in completion.tool_calls)
+        if completion is not None:
+            generated += sum(count(c.name) + count(c.arguments) for c in completion.tool_calls)
         return Usage(prompt, generated, estimated=True)
 
     async def _release(self, status: Status) -> None:

@@ -135,7 +135,9 @@ class UpstreamRejected(UpstreamError):
 
 
 class ContextTooLong(UpstreamRejected):
-    pass
+    def __init__(self, message: str, *, window: int | None = None) -> None:
+        super().__init__(message)
+        self.window = window  # the context window the provider stated, if it did
 
 
 class UpstreamProtocolError(UpstreamError):

@@ -41,11 +41,17 @@ ApiKeyProvider = Callable[[], Awaitable[str | None]]
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504})
 # How providers say a request is over the context window (OpenAI's code, then the messages of
-# OpenAI, Anthropic, Mistral, vLLM, llama.cpp, Ollama and Groq).
+# OpenAI, Anthropic, Mistral, vLLM, llama.cpp, Ollama, Groq and Gemini).
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "context_window_exceeded"})
 _CONTEXT_MESSAGE = re.compile(
     r"context[ _-]?(length|window)|maximum context|prompt is too long|too many tokens"
-    r"|exceeds? the (available )?context|input is too long|reduce the length",
+    r"|exceeds? the (available )?context|input is too long|reduce the length"
+    r"|maximum number of tokens allowed",
+    re.IGNORECASE,
+)
+_STATED_WINDOW = re.compile(
+    r"maximum context length is (\d[\d,]*) tokens|tokens? > (\d[\d,]*) maximum"
+    r"|tokens allowed \((\d[\d,]*)\)",
     re.IGNORECASE,
 )
 MAX_RETRY_WAIT_SECONDS = 10.0
@@ -261,7 +267,7 @@ class OpenAIChatModel:
                         )
                     if chunk.get("error"):
                         if _is_context_error(chunk):
-                            raise _context_too_long()
+                            raise _context_too_long(chunk)
                         message = _error_message(chunk, self._redact)
                         raise UpstreamRejected(message or "the model provider reported an error")
                     # A chunk of the right shape but wrong types (a null delta, a numeric content)
@@ -335,11 +341,29 @@ def _is_context_error(payload: dict[str, Any]) -> bool:
     return code in _CONTEXT_CODES or bool(_CONTEXT_MESSAGE.search(str(message or "")))
 
 
-def _context_too_long() -> ContextTooLong:
+def _context_too_long(payload: dict[str, Any]) -> ContextTooLong:
     return ContextTooLong(
         "the conversation is too long for the model's context window; "
-        "start a new chat or send a shorter message"
+        "start a new chat or send a shorter message",
+        window=_stated_window(payload),
     )
+
+
+def _stated_window(payload: dict[str, Any]) -> int | None:
+    """The context window a refusal states: llama.cpp's `n_ctx`, else the number in OpenAI's
+    (vLLM's, Groq's, Together's) "maximum context length is N tokens", Anthropic's
+    "N tokens > M maximum" or Gemini's "tokens allowed (N)"."""
+    error = payload.get("error")
+    if isinstance(error, dict):
+        n_ctx = error.get("n_ctx")
+        if type(n_ctx) is int and n_ctx > 0:
+            return n_ctx
+        error = error.get("message")
+    match = _STATED_WINDOW.search(str(error or ""))
+    if match is None:
+        return None
+    window = int(next(g for g in match.groups() if g).replace(",", ""))
+    return window if window > 0 else None
 
 
 def message_json(message: Message, *, with_reasoning: bool = False) -> dict[str, Any]:
@@ -413,7 +437,7 @@ def _status_error(response: httpx.Response, redact: Redactor) -> Exception:
         )
     body = _json_or_empty(response)
     if code in (400, 413, 422) and _is_context_error(body):
-        return _context_too_long()
+        return _context_too_long(body)
     detail = _error_message(body, redact)
     suffix = f": {detail}" if detail else ""
     return UpstreamRejected(f"the model provider refused the request (HTTP {code}){suffix}")

@@ -201,7 +201,6 @@ def create_app(
         docs_url=None,
         redoc_url=None,
     )
-    app.state.turns = turns
     install_error_handlers(app)
     # Innermost first: the body limit, then the access key (checked before any body is read),
     # then the page's security headers on every answer, then CORS outermost.

@@ -52,6 +52,7 @@ def http_fault(reply: Reply, authorization: str | None, model: str) -> JSONRespo
     if status == 429:
         retry_after = float(reply.get("retry_after", 1))
         seconds = f"{retry_after:g}"
+        millis = float(reply.get("retry_after_ms", retry_after * 1000))
         message = custom or (
             f"Rate limit reached for {model} in organization org-simulator on tokens per min "
             f"(TPM): Limit 30000, Used 29500, Requested 1200. Please try again in {seconds}s. "
@@ -60,7 +61,7 @@ def http_fault(reply: Reply, authorization: str | None, model: str) -> JSONRespo
         return JSONResponse(
             error_body(message, "tokens", "rate_limit_exceeded"),
             status_code=429,
-            headers={"retry-after": seconds, "retry-after-ms": str(round(retry_after * 1000))},
+            headers={"retry-after": seconds, "retry-after-ms": str(round(millis))},
         )
     if status >= 500:
         message = custom or (
@@ -70,6 +71,18 @@ def http_fault(reply: Reply, authorization: str | None, model: str) -> JSONRespo
     return JSONResponse(
         error_body(custom or f"Simulated HTTP {status}.", "invalid_request_error", None),
         status_code=status,
+    )
+
+
+def context_length_exceeded(window: int, prompt_tokens: int) -> JSONResponse:
+    """OpenAI's refusal of a prompt over the model's context window."""
+    message = (
+        f"This model's maximum context length is {window} tokens. However, your messages "
+        f"resulted in {prompt_tokens} tokens. Please reduce the length of the messages."
+    )
+    return JSONResponse(
+        error_body(message, "invalid_request_error", "context_length_exceeded", "messages"),
+        status_code=400,
     )
 
 

@@ -4,13 +4,23 @@ Reply objects (plain dicts, JSON-compatible; see `Reply`):
 
 - `{"content": "Hello world"}` or `{"chunks": ["Hel", "lo"]}`: a streamed text answer.
   Optional `finish_reason`, `delay_ms` (per-chunk pace), `usage` (`prompt_tokens`,
-  `completion_tokens`), `stamp` + `count` (each chunk is `str(time.monotonic_ns()) + " "`).
+  `completion_tokens`; or `false`: no usage chunk even when `stream_options.include_usage`
+  asks, as several servers do), `stamp` + `count` (each chunk is
+  `str(time.monotonic_ns()) + " "`).
 - `{"tool_calls": [{"name": ..., "arguments": "<raw text>", "id"?: ...}], "content"?: ...}`.
-- `{"fault": "401" | "429" | "500" | any 4xx/5xx | "cut" | "malformed" | "stall" | "no_finish"
-  | "error_chunk"}` with `after_chunks`, `retry_after`, `stall_seconds`; `times: n` reuses a
-  reply n times. `error_message` is the text of an HTTP fault's error body or of the
-  `error_chunk` (an `{"error": {...}}` chunk mid-stream, as providers send on a late failure).
+- `{"fault": "401" | "429" | "500" | any 4xx/5xx | "cut" | "drop" | "malformed" | "stall"
+  | "no_finish" | "no_done" | "error_chunk"}` with `after_chunks`, `retry_after` (429: seconds,
+  sent as `retry-after` and `retry-after-ms`), `retry_after_ms` (429: its own `retry-after-ms`),
+  `stall_seconds`; `times: n` reuses a reply n times. `drop`: the response headers, then the
+  connection closes before any chunk; `no_done`: the whole reply with its finish reason (and
+  usage), then the body ends without `data: [DONE]`. `error_message` is the text of an HTTP
+  fault's error body or of the `error_chunk` (an `{"error": {...}}` chunk mid-stream, as
+  providers send on a late failure).
 - `wire`: `{"crlf": true, "comments": true, "nospace": true, "split": true}`.
+
+A context window is simulator-wide (`Simulator(context_tokens=N)`, `--context-tokens N`): a
+request whose prompt is over N tokens (counted as `prompt_tokens` is: words of the messages'
+text) gets OpenAI's 400 `context_length_exceeded`, and no scripted reply is used up.
 """
 
 from __future__ import annotations
@@ -61,13 +71,14 @@ class Reply(TypedDict, total=False):
     chunks: list[str]
     finish_reason: str
     delay_ms: float
-    usage: dict[str, int]
+    usage: dict[str, int] | bool  # False: no usage chunk, whatever the request asks
     tool_calls: list[ToolCallSpec]
     fault: str
     error_message: str
     times: int
     after_chunks: int
     retry_after: float
+    retry_after_ms: float
     stall_seconds: float
     wire: WireOptions
     stamp: bool
@@ -104,10 +115,13 @@ class Plan:
     cut: bool = False  # set when the stream drops the connection on purpose
 
 
-STREAM_FAULTS = frozenset({"cut", "malformed", "stall", "no_finish", "error_chunk"})
+STREAM_FAULTS = frozenset(
+    {"cut", "drop", "malformed", "stall", "no_finish", "no_done", "error_chunk"}
+)
 FAULTS = frozenset({"401", "429", "500"}) | STREAM_FAULTS
 _REPLY_KEYS = frozenset(Reply.__annotations__)
 _WIRE_KEYS = frozenset(WireOptions.__annotations__)
+_USAGE_KEYS = frozenset({"prompt_tokens", "completion_tokens"})
 _HTTP_FAULT = re.compile(r"[45]\d\d")
 
 
@@ -140,6 +154,17 @@ def check_reply(reply: Mapping[str, Any]) -> Reply:
             raise ValueError("each tool call needs a name")
         if not isinstance(call.get("arguments", ""), str):
             raise ValueError("tool call arguments are raw text (a string)")
+    usage = reply.get("usage", {})
+    if usage is not False and not (
+        isinstance(usage, Mapping)
+        and set(usage) <= _USAGE_KEYS
+        and all(type(v) is int and v >= 0 for v in usage.values())
+    ):
+        raise ValueError(f"usage is false or an object of counts: {sorted(_USAGE_KEYS)}")
+    for key in ("retry_after", "retry_after_ms", "stall_seconds", "delay_ms"):
+        value = reply.get(key, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ValueError(f"{key} must be a number >= 0")
     times = reply.get("times", 1)
     if not isinstance(times, int) or times < 1:
         raise ValueError("times must be a positive integer")

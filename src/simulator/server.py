@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from simulator.agent import default_reply, default_text, word_count
 from simulator.openai_errors import (
     bad_request,
+    context_length_exceeded,
     error_chunk_body,
     http_fault,
     unauthorized,
@@ -52,9 +53,17 @@ async def _pace(next_at: float) -> None:
 class Simulator:
     """The simulator's state: the reply queue and the request log."""
 
-    def __init__(self, *, token_delay_ms: float = 25.0, api_key: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        token_delay_ms: float = 25.0,
+        api_key: str | None = None,
+        context_tokens: int | None = None,
+    ) -> None:
         self.token_delay_ms = token_delay_ms
         self.api_key = api_key
+        # The model's context window: a longer prompt is refused (None: no limit).
+        self.context_tokens = context_tokens
         self.log: list[LogEntry] = []
         self.open_streams = 0
         self._queue: deque[list[Any]] = deque()  # [reply, uses left]
@@ -126,6 +135,11 @@ class Simulator:
         if not isinstance(body.get("messages"), list):
             return bad_request("Missing required parameter: 'messages'.", "messages")
         model = body["model"] if isinstance(body.get("model"), str) else DEFAULT_MODEL
+        prompt_tokens = word_count(body)
+        if self.context_tokens is not None and prompt_tokens > self.context_tokens:
+            # Refused before any reply is chosen, as a provider refuses before generating.
+            entry["outcome"] = "context_length_exceeded"
+            return context_length_exceeded(self.context_tokens, prompt_tokens)
         reply = self._next_reply() or default_reply(body)
         fault = reply.get("fault")
         if fault is not None and fault not in STREAM_FAULTS:
@@ -152,10 +166,11 @@ class Simulator:
         content_count = reply.get("count", 20) if reply.get("stamp") else len(content_chunks(reply))
         thoughts = len(reasoning_chunks(reply))
         completion_tokens = content_count + thoughts + sum(len(f) for _, _, f in calls)
+        overrides = reply.get("usage", {})
         usage: dict[str, Any] = {
             "prompt_tokens": word_count(body),
             "completion_tokens": completion_tokens,
-            **reply.get("usage", {}),
+            **(overrides if isinstance(overrides, dict) else {}),
         }
         if thoughts:
             usage["completion_tokens_details"] = {"reasoning_tokens": thoughts}
@@ -166,7 +181,8 @@ class Simulator:
             reply=reply,
             model=model,
             include_usage=isinstance(stream_options, dict)
-            and stream_options.get("include_usage") is True,
+            and stream_options.get("include_usage") is True
+            and reply.get("usage") is not False,
             delay=max(0.0, float(delay_ms)) / 1000,
             usage=usage,
             tool_calls=calls,
@@ -213,6 +229,11 @@ class Simulator:
 
         if at == -1:
             await asyncio.sleep(float(reply.get("stall_seconds", 60)))
+        if fault == "drop":
+            # The response headers went out; the connection closes before any chunk.
+            plan.cut = True
+            entry["outcome"] = "drop"
+            return
         for part in frame(chunk('{"role":"assistant","content":""}')):
             yield part
         next_at = time.monotonic()
@@ -252,8 +273,9 @@ class Simulator:
             usage = compact(plan.usage)
             for part in frame(f'{head}[],"usage":{usage}}}'):
                 yield part
-        for part in frame(wire.done):
-            yield part
+        if fault != "no_done":
+            for part in frame(wire.done):
+                yield part
         entry["outcome"] = fault or "completed"
 
     async def _complete(self, plan: Plan, entry: LogEntry) -> Response:
@@ -265,7 +287,7 @@ class Simulator:
         if fault == "error_chunk":
             entry["outcome"] = fault
             return JSONResponse(error_chunk_body(reply), status_code=500)
-        if fault in ("malformed", "cut"):
+        if fault in ("malformed", "cut", "drop"):
             entry["outcome"] = fault
             truncated = b'{"id": "chatcmpl-x", "choices": [{not json'
             return Response(truncated, media_type="application/json")
@@ -321,9 +343,13 @@ def _deltas(plan: Plan) -> Iterator[str | None]:
             yield compact({"tool_calls": [piece]})
 
 
-def create_simulator(*, token_delay_ms: float = 25.0, api_key: str | None = None) -> FastAPI:
+def create_simulator(
+    *, token_delay_ms: float = 25.0, api_key: str | None = None, context_tokens: int | None = None
+) -> FastAPI:
     """A standalone OpenAI-compatible app; `app.state.simulator` is its `Simulator`."""
-    simulator = Simulator(token_delay_ms=token_delay_ms, api_key=api_key)
+    simulator = Simulator(
+        token_delay_ms=token_delay_ms, api_key=api_key, context_tokens=context_tokens
+    )
     app = FastAPI(
         title="OpenAI-compatible simulator", openapi_url=None, docs_url=None, redoc_url=None
     )

@@ -393,6 +393,95 @@ async def test_error_message_replaces_an_http_fault_text(
     assert bodies[2]["error"]["message"].startswith("The server had an error")
 
 
+async def test_fault_drop_sends_headers_then_closes_before_any_chunk(
+    app: FastAPI, sim: Simulator
+) -> None:
+    # GIVEN a drop before the first token, then a good reply
+    sim.script({"content": "never sent", "fault": "drop"}, {"content": "second"})
+    # WHEN the app answers the first request as a server would
+    sent, _ = await raw_asgi(app, request_body())
+    # THEN a 200 event-stream head went out, then nothing: no chunk, and the body never completes
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
+    assert body_bytes(sent) == b""
+    assert all(m.get("more_body") for m in sent if m["type"] == "http.response.body")
+    assert sim.log[-1]["outcome"] == "drop"
+    assert sim.log[-1]["chunks_sent"] == 0
+    assert sim.open_streams == 0
+    assert sim.queued == 1  # the drop used up its own reply only
+
+
+async def test_fault_no_done_sends_the_whole_reply_without_done(
+    client: httpx.AsyncClient, sim: Simulator
+) -> None:
+    sim.script({"content": "all here", "fault": "no_done"})
+    async with aconnect_sse(
+        client, "POST", URL, json=request_body(stream_options={"include_usage": True})
+    ) as source:
+        data = [event.data async for event in source.aiter_sse()]
+    assert "[DONE]" not in data
+    chunks = [json.loads(d) for d in data]
+    assert content_of(chunks) == ["all", " here"]
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[-1]["usage"]["completion_tokens"] == 2
+    assert sim.log[-1]["outcome"] == "no_done"
+
+
+async def test_usage_false_ignores_include_usage(client: httpx.AsyncClient, sim: Simulator) -> None:
+    # GIVEN a provider that sends no usage, asked for it
+    sim.script({"content": "no counts", "usage": False})
+    chunks = chunks_of(await sse_data(client, request_body(stream_options={"include_usage": True})))
+    # THEN no usage chunk and no `usage` field at all, and the reply is whole
+    assert all("usage" not in c for c in chunks)
+    assert content_of(chunks) == ["no", " counts"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+def context_body(words: int) -> dict[str, Any]:
+    return request_body(" ".join(["word"] * words))
+
+
+async def test_context_window_refuses_a_prompt_over_it_with_openais_400(
+    client: httpx.AsyncClient, sim: Simulator
+) -> None:
+    # GIVEN a 10-token window ("Be brief." is 2 words) and one scripted reply
+    sim.context_tokens = 10
+    sim.script({"content": "fits"})
+    # WHEN a prompt of 9 words (11 in all) arrives, then one of 8 (10 in all)
+    refused = await client.post(URL, json=context_body(9))
+    data = await sse_data(client, context_body(8))
+    # THEN the first is OpenAI's 400 context_length_exceeded and uses no reply; the second fits
+    assert refused.status_code == 400
+    error = refused.json()["error"]
+    assert error["code"] == "context_length_exceeded"
+    assert error["type"] == "invalid_request_error"
+    assert error["message"].startswith("This model's maximum context length is 10 tokens.")
+    assert "resulted in 11 tokens" in error["message"]
+    assert "".join(content_of(chunks_of(data))) == "fits"
+    assert [e["outcome"] for e in sim.log] == ["context_length_exceeded", "completed"]
+    assert sim.log[0]["status"] == 400
+
+
+async def test_context_window_is_off_by_default(client: httpx.AsyncClient, sim: Simulator) -> None:
+    assert sim.context_tokens is None
+    data = await sse_data(client, context_body(5000))
+    assert chunks_of(data)
+
+
+def test_create_simulator_takes_a_context_window() -> None:
+    app = create_simulator(token_delay_ms=0, context_tokens=300)
+    assert app.state.simulator.context_tokens == 300
+
+
+async def test_fault_429_retry_after_ms_is_its_own_header(
+    client: httpx.AsyncClient, sim: Simulator
+) -> None:
+    sim.script({"fault": "429", "retry_after": 3, "retry_after_ms": 200})
+    response = await client.post(URL, json=request_body())
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "3"
+    assert response.headers["retry-after-ms"] == "200"
+
+
 def test_check_reply_refuses_typos() -> None:
     with pytest.raises(ValueError, match="unknown reply keys"):
         check_reply({"contnet": "x"})
@@ -404,6 +493,21 @@ def test_check_reply_refuses_typos() -> None:
         check_reply({"content": "x", "wire": {"crlf": True, "bogus": True}})
     with pytest.raises(ValueError, match="times"):
         check_reply({"fault": "500", "times": 0})
+    with pytest.raises(ValueError, match="unknown fault"):
+        check_reply({"fault": "dropped"})
+    with pytest.raises(ValueError, match="usage"):
+        check_reply({"content": "x", "usage": True})
+    with pytest.raises(ValueError, match="usage"):
+        check_reply({"content": "x", "usage": {"prompt_tokens": 1, "total": 2}})
+    with pytest.raises(ValueError, match="usage"):
+        check_reply({"content": "x", "usage": {"prompt_tokens": "1"}})
+    with pytest.raises(ValueError, match="retry_after_ms"):
+        check_reply({"fault": "429", "retry_after_ms": "200"})
+    with pytest.raises(ValueError, match="unknown reply keys"):
+        check_reply({"content": "x", "context_tokens": 10})  # a window is simulator-wide
+    for fine in ({"fault": "drop"}, {"fault": "no_done"}, {"content": "x", "usage": False},
+                 {"fault": "429", "retry_after": 3, "retry_after_ms": 200}):  # fmt: skip
+        assert check_reply(fine) == fine
 
 
 # --- wire options ------------------------------------------------------------------------------
