@@ -323,7 +323,7 @@ def test_recovery_and_deletion_protection_in_prod_only(
     assert _overrides(samconfig["prod"])["Environment"] == "prod"
 
 
-# What core/dynamodb_store.py calls; TransactWriteItems is authorized as UpdateItem + PutItem.
+# What the DynamoDB adapters call; TransactWriteItems is authorized as UpdateItem + PutItem.
 STORE_ACTIONS = [
     "dynamodb:GetItem",
     "dynamodb:PutItem",
@@ -336,7 +336,10 @@ STORE_ACTIONS = [
 
 def test_store_calls_are_the_ones_the_policy_allows() -> None:
     """The policy below follows the code: a new boto3 call needs a new action."""
-    source = (ROOT / "src" / "core" / "dynamodb_store.py").read_text(encoding="utf-8")
+    adapters = ("dynamodb_store.py", "dynamodb_rate_limit.py", "turn_log_dynamodb.py")
+    source = "\n".join(
+        (ROOT / "src" / "core" / name).read_text(encoding="utf-8") for name in adapters
+    )
     calls = set(re.findall(r"\b(?:client|c)\.([a-z_]+)\(", source))
     assert calls == {
         "get_item",
