@@ -21,6 +21,7 @@ import httpx
 
 from handlers.cli import run
 from tests.conftest import AppFactory, SimulatorServer, free_port, settings_for
+from tests.relay import Relay
 
 REPLY = "Hello from the command line, friend."
 
@@ -409,3 +410,61 @@ def test_stop_ends_the_running_reply_of_a_session(
     assert code == 0 and "no reply was running" in err
     code, _, err = cli("stop", "A" * 22, "--url", url)
     assert code == 2 and "404" in err
+
+
+def test_a_stream_that_breaks_off_is_resumed_with_nothing_twice_or_missing(
+    live_app: AppFactory, simulator: SimulatorServer
+) -> None:
+    url = live_app().url
+    words = [f"w{i} " for i in range(40)]
+    simulator.sim.script({"chunks": words, "delay_ms": 60})
+    relay = Relay(int(url.rsplit(":", 1)[1]))
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "handlers.cli", "ask", "slowly", "--url", relay.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=terminal_env(url),
+        )
+        assert process.stdout is not None and process.stderr is not None
+        seen = b""
+        while seen.count(b"w") < 5:
+            seen += process.stdout.read1(4096)
+        relay.cut()  # the network drops mid-reply
+        out = seen + process.stdout.read()
+        err = process.stderr.read().decode()
+        assert process.wait(timeout=30) == 0, err
+    finally:
+        relay.close()
+    assert out.decode() == "".join(words) + "\n"
+    assert "resuming" in err
+    assert len(simulator.log) == 1  # one turn upstream, read in two parts
+
+
+def test_no_resume_gives_up_when_the_stream_breaks_off(
+    live_app: AppFactory, simulator: SimulatorServer
+) -> None:
+    url = live_app().url
+    simulator.sim.script({"chunks": [f"w{i} " for i in range(40)], "delay_ms": 60})
+    relay = Relay(int(url.rsplit(":", 1)[1]))
+    try:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "handlers.cli", "ask", "slowly"),
+                *("--url", relay.url, "--no-resume"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=terminal_env(url),
+        )
+        assert process.stdout is not None and process.stderr is not None
+        seen = b""
+        while seen.count(b"w") < 5:
+            seen += process.stdout.read1(4096)
+        relay.cut()
+        process.stdout.read()
+        err = process.stderr.read().decode()
+        assert process.wait(timeout=30) == 1
+    finally:
+        relay.close()
+    assert "resuming" not in err and "error:" in err
