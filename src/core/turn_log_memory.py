@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from core.history import expires_at
+from core.turn_events import dump_events, load_events
 from core.turn_log import Encoded, TurnLost, TurnRead, TurnRecord
 
 
@@ -13,7 +14,9 @@ from core.turn_log import Encoded, TurnLost, TurnRead, TurnRecord
 class _Turn:
     record: TurnRecord
     expires_at: float
-    events: list[tuple[int, Encoded]] = field(default_factory=list)
+    # One JSON text per batch, not an object per event: a process keeps every turn for the TTL,
+    # and millions of small objects would make each full GC pass (and so the relay's p99) slow.
+    batches: list[tuple[int, int, str]] = field(default_factory=list)  # (first, last, JSON)
 
 
 class MemoryTurnLog:
@@ -51,7 +54,8 @@ class MemoryTurnLog:
         turn = self._live(session_id, turn_id, now)
         if turn is None or not turn.record.running:
             raise TurnLost(turn_id)
-        turn.events.extend((first + i, event) for i, event in enumerate(events))
+        if events:
+            turn.batches.append((first, first + len(events) - 1, dump_events(list(events))))
         turn.expires_at = expires_at(now, self._ttl)
         turn.record = replace(
             turn.record,
@@ -67,7 +71,14 @@ class MemoryTurnLog:
         turn = self._live(session_id, turn_id, now)
         if turn is None:
             return None
-        return TurnRead(turn.record, [(p, e) for p, e in turn.events if p > after])
+        events = [
+            (first + i, event)
+            for first, last, text in turn.batches
+            if last > after
+            for i, event in enumerate(load_events(text))
+            if first + i > after
+        ]
+        return TurnRead(turn.record, events)
 
     async def latest(self, session_id: str, *, now: float) -> TurnRecord | None:
         mine = [
