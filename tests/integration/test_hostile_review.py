@@ -520,3 +520,33 @@ def test_connections_that_never_send_a_request_head_are_closed(
     finally:
         for sock in [*idle, trickling]:
             sock.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers"),
+    [
+        ("GET", "/sessions/{sid}/stream", {}),
+        ("GET", "/sessions/{sid}/stream?after={sid}.t.1", {}),
+        ("POST", "/sessions/{sid}/stop", {}),
+        ("GET", "/chat", {"last-event-id": "{sid}.t.1"}),
+        ("POST", "/chat", {"idempotency-key": "k-1"}),
+    ],
+)
+def test_the_durable_turn_routes_are_behind_the_access_key(
+    simulator: SimulatorServer,
+    live_app: AppFactory,
+    http: httpx.Client,
+    method: str,
+    path: str,
+    headers: dict[str, str],
+) -> None:
+    """Resume, join, Stop and idempotent repeats read or change a session: without the access
+    key they answer 401, before anything is looked up."""
+    url = live_app(settings_for(simulator, access_key="k-0123456789")).url
+    key = {"authorization": "Bearer k-0123456789"}
+    session = stream_chat(http, f"{url}/chat", params={"prompt": "hi"}, headers=key).session
+    target = url + path.format(sid=session)
+    sent = {name: value.format(sid=session) for name, value in headers.items()}
+    refused = http.request(method, target, headers=sent, json={"prompt": "x"})
+    assert refused.status_code == 401 and "access key" in refused.json()["error"]
+    assert len(simulator.log) == 1  # only the keyed turn reached the model
