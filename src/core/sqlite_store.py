@@ -1,20 +1,12 @@
-"""The SQLite SessionStore: the `make serve` default, one file under `.data/`.
-
-Stdlib `sqlite3` rather than aiosqlite: aiosqlite also runs a blocking connection in a worker
-thread, but one await per statement; here each operation (a whole transaction) is one plain
-function run by `anyio.to_thread.run_sync`, with one connection guarded by a lock.
-"""
+"""The SQLite SessionStore: the `make serve` default, one file under `.data/` (see
+`core.sqlite_file` for how the file is opened and each transaction run)."""
 
 from __future__ import annotations
 
-import contextlib
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar, cast
-
-import anyio.to_thread
 
 from core.errors import SessionBusy, SessionConflict, SessionNotFound, StoreError
 from core.history import (
@@ -26,6 +18,7 @@ from core.history import (
     visible_window,
 )
 from core.messages import Message, Page, Role, Session, Status
+from core.sqlite_file import SQLiteFile
 
 T = TypeVar("T")
 
@@ -67,42 +60,14 @@ class SQLiteSessionStore:
     """Sessions in one SQLite file (WAL mode); `":memory:"` keeps them in this process."""
 
     def __init__(self, path: str | Path, *, ttl_seconds: float = 7 * 24 * 3600) -> None:
-        self._path = str(path)
+        self._file = SQLiteFile(path, schema=_SCHEMA, migrate=_migrate)
         self._ttl = ttl_seconds
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
 
     def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            if self._path != ":memory:":
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            # isolation_level=None: no implicit transactions; each write opens BEGIN IMMEDIATE.
-            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=5000")  # other processes (uvicorn workers) wait
-            db.executescript(_SCHEMA)
-            _migrate(db)
-            self._db = db
-        return self._db
+        return self._file.connection()
 
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        """Run one operation in a worker thread, holding the connection for its whole span."""
-
-        def call() -> T:
-            with self._lock:
-                db = self._connection()
-                try:
-                    return operation(db)
-                except sqlite3.Error as exc:
-                    _rollback(db)
-                    if isinstance(exc, sqlite3.IntegrityError):
-                        raise SessionConflict("a sequence number is taken") from exc
-                    raise StoreError("session store failed") from exc
-                except BaseException:
-                    _rollback(db)
-                    raise
-
-        return await anyio.to_thread.run_sync(call)
+        return await self._file.run(operation, failure=_failure)
 
     @staticmethod
     def _require_live(
@@ -266,13 +231,7 @@ class SQLiteSessionStore:
         await self._run(run)
 
     async def aclose(self) -> None:
-        def run() -> None:
-            with self._lock:
-                if self._db is not None:
-                    self._db.close()
-                    self._db = None
-
-        await anyio.to_thread.run_sync(run)
+        await self._file.aclose()
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -283,12 +242,11 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE messages ADD COLUMN reasoning TEXT NOT NULL DEFAULT ''")
 
 
-def _rollback(db: sqlite3.Connection) -> None:
-    """Roll back an open transaction; on a full disk even that can fail, and the error that
-    matters is the one being handled."""
-    if db.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            db.execute("ROLLBACK")
+def _failure(exc: sqlite3.Error) -> Exception:
+    # The primary key (session_id, seq) is the conditional append: a taken sequence is a conflict.
+    if isinstance(exc, sqlite3.IntegrityError):
+        return SessionConflict("a sequence number is taken")
+    return StoreError("session store failed")
 
 
 def _message_from_row(row: tuple[object, ...]) -> tuple[Message, float]:

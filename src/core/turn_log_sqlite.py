@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
-import anyio.to_thread
-
 from core.errors import StoreError
 from core.history import expires_at
+from core.sqlite_file import SQLiteFile
 from core.turn_events import dump_events, load_events
 from core.turn_log import Encoded, TurnLost, TurnRead, TurnRecord, TurnState
 
@@ -52,38 +50,11 @@ class SQLiteTurnLog:
     """Each operation is one transaction in a worker thread, on one connection with a lock."""
 
     def __init__(self, path: str | Path, *, ttl_seconds: float = 3600) -> None:
-        self._path = str(path)
+        self._file = SQLiteFile(path, schema=_SCHEMA)
         self._ttl = ttl_seconds
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._db is None:
-            if self._path != ":memory:":
-                Path(self._path).parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
-            self._db = db
-        return self._db
 
     async def _run(self, operation: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            with self._lock:
-                db = self._connection()
-                try:
-                    return operation(db)
-                except sqlite3.Error as exc:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise StoreError("turn log failed") from exc
-                except BaseException:
-                    if db.in_transaction:
-                        db.execute("ROLLBACK")
-                    raise
-
-        return await anyio.to_thread.run_sync(call)
+        return await self._file.run(operation, failure=lambda _: StoreError("turn log failed"))
 
     @staticmethod
     def _record(session_id: str, turn_id: str, row: tuple[Any, ...]) -> TurnRecord:
@@ -241,10 +212,4 @@ class SQLiteTurnLog:
         await self._run(run)
 
     async def aclose(self) -> None:
-        def run() -> None:
-            with self._lock:
-                if self._db is not None:
-                    self._db.close()
-                    self._db = None
-
-        await anyio.to_thread.run_sync(run)
+        await self._file.aclose()

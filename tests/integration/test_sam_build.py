@@ -132,7 +132,13 @@ def test_artifact_leaves_out_what_the_streaming_entry_never_imports(
     ):
         assert not (function / package).exists(), f"{package} is shipped"
     # Other entry points: the terminal client, the SQLite store, the HTTP simulator package.
-    for path in ("handlers/cli.py", "core/sqlite_store.py", "core/turn_log_sqlite.py", "simulator"):
+    for path in (
+        "handlers/cli.py",
+        "core/sqlite_store.py",
+        "core/turn_log_sqlite.py",
+        "core/sqlite_file.py",
+        "simulator",
+    ):
         assert not (function / path).exists(), f"{path} is shipped"
     assert not list(function.rglob("*.pyi"))
     assert not list(function.glob("*.dist-info/RECORD"))
