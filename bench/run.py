@@ -593,10 +593,10 @@ print(repr(((t1 - t0) * 1000, (t2 - t1) * 1000, after_import - before, len(sys.m
 
 def measure_cold_import(env: dict[str, str], repeats: int) -> dict[str, Any]:
     """(e) Fresh interpreters, interleaved: `import fastapi`, `import handlers.app`, then
-    building `handlers.app.app`; median of `repeats`, and how many modules each loads."""
+    `handlers.app.create_app()`; median of `repeats`, and how many modules each loads."""
     probes = {
         "fastapi": _IMPORT_PROBE.format(module="fastapi", build=""),
-        "entry": _IMPORT_PROBE.format(module="handlers.app", build="handlers.app.app"),
+        "entry": _IMPORT_PROBE.format(module="handlers.app", build="handlers.app.create_app()"),
     }
     times: dict[str, list[tuple[float, float, int, int]]] = {name: [] for name in probes}
     for _ in range(repeats):

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from core.settings import Settings
 from handlers.app import create_app
+from handlers.container import build_services
 from handlers.serve import uvicorn_options
 from simulator import Simulator, create_simulator
 
@@ -97,7 +98,7 @@ def live_app(simulator: SimulatorServer) -> Iterator[AppFactory]:
 
     def start(settings: Settings | None = None, **kwargs: Any) -> LiveServer:
         settings = settings or settings_for(simulator)
-        app: FastAPI = create_app(settings, **kwargs)
+        app: FastAPI = create_app(settings, services=build_services(settings, **kwargs))
         server = LiveServer(app, **uvicorn_options(settings) | {"log_level": "warning"})
         servers.append(server.__enter__())
         return server

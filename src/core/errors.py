@@ -57,7 +57,7 @@ class PromptTooLong(RequestError):
 
 
 class MessageTooLarge(RequestError):
-    """One message is over `core.history.MAX_MESSAGE_BYTES` (DynamoDB's item limit is 400 KB)."""
+    """One message is over `core.sessions.rules.MAX_MESSAGE_BYTES` (a DynamoDB item: 400 KB)."""
 
     def __init__(self, size_bytes: int, limit_bytes: int) -> None:
         super().__init__(f"message too large to store: {size_bytes} bytes (limit {limit_bytes})")

@@ -83,7 +83,9 @@ def main() -> None:
     print(
         f"sse-chat-agent: open http://{host}:{port}/ (curl -N 'http://{host}:{port}/chat?prompt=hello')"
     )
-    uvicorn.run("handlers.app:app", host=host, port=port, **uvicorn_options(settings))  # type: ignore[arg-type]
+    from handlers.app import create_app
+
+    uvicorn.run(create_app(settings), host=host, port=port, **uvicorn_options(settings))  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Scripted replies and faults on the real wire (see `simulator.replies`). It has unguarded control
 routes (`/_sim/script`, `/_sim/log`), so the served app never mounts nor imports it; with no API
-key the app answers with `core.simulated_model` instead. `python -m simulator` serves it alone.
+key the app answers with `core.model.simulated` instead. `python -m simulator` serves it alone.
 """
 
 from simulator.agent import default_reply

@@ -1,6 +1,6 @@
 """The default answer when nothing is scripted: the core's simulated model's choice, over HTTP.
 
-The request's OpenAI messages are read into the core's `Message`s and `core.simulated_model.decide`
+The request's OpenAI messages are read into the core's `Message`s and `core.model.simulated.decide`
 picks the reply, so the HTTP simulator and the app's in-process simulated model agree.
 """
 
@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, cast, get_args
 
-from core.messages import Message, Role, ToolCall
-from core.simulated_model import decide, hello
+from core.model.messages import Message, Role, ToolCall
+from core.model.simulated import decide, hello
 from simulator.replies import Reply
 
 _ROLES = frozenset(get_args(Role))

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, NotRequired, TypedDict, cast
 
-from core.simulated_model import split_words
+from core.model.simulated import split_words
 
 __all__ = [
     "FAULTS",

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 import boto3
 import pytest
 
-from core.dynamodb_store import TTL_ATTRIBUTE, DynamoDBSessionStore
-from core.messages import Message, ToolCall
+from core.model.messages import Message, ToolCall
+from core.sessions.dynamodb import TTL_ATTRIBUTE, DynamoDBSessionStore
 from tests.dynamodb_table import TEMPLATE, create_table_from_template, sessions_table_properties
 from tests.store_fixtures import moto_endpoint, use_fake_aws
 

@@ -13,10 +13,11 @@ import httpx
 import pytest
 
 from core.errors import StoreError
-from core.memory_store import MemorySessionStore
-from core.rate_limit import InProcessRateLimiter
+from core.quota.memory import InProcessRateLimiter
+from core.sessions.memory import MemorySessionStore
 from core.settings import Settings
 from handlers.app import create_app
+from handlers.container import Secrets, build_services
 from tests.asgi import get_scope, request_then_disconnect_on
 from tests.conftest import AppFactory, SimulatorServer, settings_for
 from tests.fakes import FakeModel, Step
@@ -29,7 +30,8 @@ async def test_a_client_gone_mid_send_leaves_the_turn_to_finish_and_free_the_ses
     complete, and the lease is free once the response returns."""
     store = MemorySessionStore()
     model = FakeModel([Step(tokens=["a", "b", "c", "d"])])
-    app = create_app(Settings(session_store="memory"), model=model, sessions=store)
+    settings = Settings(session_store="memory")
+    app = create_app(settings, services=build_services(settings, model=model, sessions=store))
     gone = asyncio.Event()
     bodies: list[bytes] = []
     receive = request_then_disconnect_on(gone)
@@ -175,15 +177,12 @@ def test_an_access_key_secret_that_resolves_empty_fails_closed(
     simulator: SimulatorServer,
     live_app: AppFactory,
     http: httpx.Client,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import handlers.services
-
     async def empty_secret(secret_id: str) -> str:
         return ""
 
-    monkeypatch.setattr(handlers.services, "read_secret", empty_secret)
-    url = live_app(settings_for(simulator, access_key_secret="arn:example")).url
+    settings = settings_for(simulator, access_key_secret="arn:example")
+    url = live_app(settings, secrets=Secrets(settings, read=empty_secret)).url
     response = http.get(f"{url}/chat", params={"prompt": "hi"})
     assert response.status_code == 401
     assert simulator.log == []

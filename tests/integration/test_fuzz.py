@@ -20,7 +20,7 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.config import SchemathesisConfig
 
-from core.session_ids import new_session_id
+from core.sessions.ids import new_session_id
 from tests.conftest import AppFactory, SimulatorServer, settings_for
 from tests.sse_client import stream_chat
 

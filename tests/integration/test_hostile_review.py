@@ -15,10 +15,11 @@ from typing import Any
 import httpx
 import pytest
 
-from core.memory_store import MemorySessionStore
+from core.sessions.memory import MemorySessionStore
+from core.sessions.sqlite import SQLiteSessionStore
 from core.settings import Settings
-from core.sqlite_store import SQLiteSessionStore
 from handlers.app import create_app
+from handlers.container import build_services
 from tests.asgi import get_scope, request_then_disconnect_on
 from tests.conftest import AppFactory, SimulatorServer, settings_for
 from tests.fakes import FakeModel, Step
@@ -157,9 +158,8 @@ async def test_a_send_blocked_for_send_timeout_drops_that_client_and_not_the_tur
     the watchdog's quarter period) while the turn runs to its end and is stored."""
     store = MemorySessionStore()
     model = FakeModel([Step(tokens=["a", "b", "c"], delay=0.1)])
-    app = create_app(
-        Settings(session_store="memory", send_timeout_seconds=0.4), model=model, sessions=store
-    )
+    settings = Settings(session_store="memory", send_timeout_seconds=0.4)
+    app = create_app(settings, services=build_services(settings, model=model, sessions=store))
     sent: list[bytes] = []
     never = asyncio.Event()
     receive = request_then_disconnect_on(never)

@@ -134,7 +134,7 @@ def test_serving_the_app_never_imports_the_simulator() -> None:
     interpreter, leave `simulator` out of sys.modules."""
     probe = (
         "import sys, handlers.app, handlers.buffered, handlers.serve, handlers.cli\n"
-        "handlers.app.app; handlers.buffered.handler\n"
+        "handlers.app.create_app(); handlers.buffered.handler\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'simulator'))\n"
     )
     env = {

@@ -134,8 +134,8 @@ def test_artifact_leaves_out_what_the_streaming_entry_never_imports(
     # Other entry points: the terminal client, the SQLite store, the HTTP simulator package.
     for path in (
         "handlers/cli.py",
-        "core/sqlite_store.py",
-        "core/turn_log_sqlite.py",
+        "core/sessions/sqlite.py",
+        "core/turns/sqlite.py",
         "core/sqlite_file.py",
         "simulator",
     ):

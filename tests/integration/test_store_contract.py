@@ -13,7 +13,6 @@ from pathlib import Path
 import boto3
 import pytest
 
-from core.dynamodb_store import DynamoDBSessionStore
 from core.errors import (
     InvalidRequest,
     MessageTooLarge,
@@ -21,12 +20,13 @@ from core.errors import (
     SessionConflict,
     SessionNotFound,
 )
-from core.history import MAX_MESSAGE_BYTES
-from core.memory_store import MemorySessionStore
-from core.messages import Message, Session, ToolCall
-from core.ports import SessionStore
-from core.session_ids import new_session_id
-from core.sqlite_store import SQLiteSessionStore
+from core.model.messages import Message, ToolCall
+from core.sessions.dynamodb import DynamoDBSessionStore
+from core.sessions.ids import new_session_id
+from core.sessions.memory import MemorySessionStore
+from core.sessions.port import Session, SessionStore
+from core.sessions.rules import MAX_MESSAGE_BYTES
+from core.sessions.sqlite import SQLiteSessionStore
 from handlers.errors import status_of
 from tests.dynamodb_table import TEMPLATE, create_table_from_template
 from tests.store_fixtures import moto_endpoint, use_fake_aws

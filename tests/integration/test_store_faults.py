@@ -16,9 +16,9 @@ import anyio
 import httpx
 
 from core.errors import StoreError
-from core.memory_store import MemorySessionStore
-from core.messages import Message, ToolCall
-from core.tools import Tool, ToolRegistry
+from core.model.messages import Message, ToolCall
+from core.sessions.memory import MemorySessionStore
+from core.tools.registry import Tool, ToolRegistry
 from tests.conftest import AppFactory, SimulatorServer, settings_for
 from tests.fakes import FakeModel, Step
 from tests.history_rules import assert_valid_openai_history

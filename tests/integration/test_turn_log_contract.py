@@ -13,13 +13,22 @@ from pathlib import Path
 import boto3
 import pytest
 
-from core.dynamodb_table import DynamoDBTable
-from core.events import Done, Failed, Reasoning, Started, Token, ToolCallStarted, ToolResult, Usage
-from core.turn_events import decode_event, encode_event
-from core.turn_log import TurnLog, TurnLost, new_turn_id, visible
-from core.turn_log_dynamodb import DynamoDBTurnLog
-from core.turn_log_memory import MemoryTurnLog
-from core.turn_log_sqlite import SQLiteTurnLog
+from core.aws.dynamodb import DynamoDBTable
+from core.chat.events import (
+    Done,
+    Failed,
+    Reasoning,
+    Started,
+    Token,
+    ToolCallStarted,
+    ToolResult,
+    Usage,
+)
+from core.turns.codec import decode_event, encode_event
+from core.turns.dynamodb import DynamoDBTurnLog
+from core.turns.log import TurnLog, TurnLost, new_turn_id, visible
+from core.turns.memory import MemoryTurnLog
+from core.turns.sqlite import SQLiteTurnLog
 from tests.dynamodb_table import TEMPLATE, create_table_from_template
 from tests.store_fixtures import moto_endpoint, use_fake_aws
 

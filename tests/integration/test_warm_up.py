@@ -11,9 +11,8 @@ import uuid
 import boto3
 import pytest
 
-from core.dynamodb_table import DynamoDBTable
 from core.settings import Settings
-from handlers.services import _api_key, warm_up
+from handlers.container import Services, build_services, warm_up
 from tests.store_fixtures import moto_endpoint, use_fake_aws
 
 SECRET_VALUE = "sk-test-" + "x" * 20
@@ -29,19 +28,20 @@ def secret_arn(monkeypatch: pytest.MonkeyPatch) -> str:
     return str(created["ARN"])
 
 
-def settings_with(secret: str) -> Settings:
-    return Settings(
+def services_with(secret: str) -> Services:
+    settings = Settings(
         session_store="dynamodb", sessions_table="sessions", openai_api_key_secret=secret
     )
+    return build_services(settings)
 
 
 async def test_off_lambda_warm_up_does_nothing(
     secret_arn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)
-    table = DynamoDBTable("sessions")
-    await warm_up(settings_with(secret_arn), table)
-    assert table._client is None
+    services = services_with(secret_arn)
+    await warm_up(services)
+    assert services.table is not None and services.table._client is None
 
 
 async def test_on_lambda_warm_up_builds_the_client_and_caches_the_secret(
@@ -49,17 +49,16 @@ async def test_on_lambda_warm_up_builds_the_client_and_caches_the_secret(
 ) -> None:
     # GIVEN Lambda's environment and a secret in Secrets Manager
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "sse-chat-agent-ChatFunction")
-    settings = settings_with(secret_arn)
-    table = DynamoDBTable("sessions")
+    services = services_with(secret_arn)
     # WHEN the app starts
-    await warm_up(settings, table)
+    await warm_up(services)
     # THEN the DynamoDB client exists and the key is cached: gone from Secrets Manager, the
     # first request still has it without a call.
-    assert table._client is not None
+    assert services.table is not None and services.table._client is not None
     boto3.client("secretsmanager").delete_secret(
         SecretId=secret_arn, ForceDeleteWithoutRecovery=True
     )
-    assert await _api_key(settings) == SECRET_VALUE
+    assert await services.secrets.api_key() == SECRET_VALUE
 
 
 async def test_a_failed_warm_up_is_logged_without_the_secret_and_does_not_stop_startup(
@@ -68,6 +67,6 @@ async def test_a_failed_warm_up_is_logged_without_the_secret_and_does_not_stop_s
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "sse-chat-agent-ChatFunction")
     missing = secret_arn.rsplit(":", 1)[0] + ":missing-AbCdEf"
     with caplog.at_level(logging.WARNING, logger="sse_chat_agent"):
-        await warm_up(settings_with(missing), DynamoDBTable("sessions"))
+        await warm_up(services_with(missing))
     assert "warm-up incomplete" in caplog.text
     assert SECRET_VALUE not in caplog.text

@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 
-from core.memory_store import MemorySessionStore
+from core.sessions.memory import MemorySessionStore
 from core.settings import Settings
 from handlers.app import create_app
-from handlers.services import Model
+from handlers.container import Model, build_services
 from simulator import create_simulator
 
 OPENAI_KEY = "sk-canary-OPENAI-7f3a9c1e5b2d4806"
@@ -48,7 +48,8 @@ async def run(log_level: str) -> list[dict[str, Any]]:
     model = Model(
         upstream, base_url="http://simulator/v1", model="canary-model", api_key=key, max_tokens=64
     )
-    app = create_app(settings, model=model, sessions=MemorySessionStore())
+    services = build_services(settings, model=model, sessions=MemorySessionStore())
+    app = create_app(settings, services=services)
     results: list[dict[str, Any]] = []
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://app"

@@ -8,13 +8,14 @@ from typing import Any
 import anyio
 import pytest
 
-from core.chat import TurnLimits, TurnRequest, begin_turn
+from core.chat.events import Done, Event, Failed, Started, Token, ToolCallStarted, ToolResult
+from core.chat.turn import TurnLimits, TurnRequest, begin_turn
 from core.errors import SessionBusy, StoreError, UpstreamError
-from core.events import Done, Event, Failed, Started, Token, ToolCallStarted, ToolResult
-from core.memory_store import MemorySessionStore
-from core.messages import ToolCall
-from core.openai_stream import message_json
-from core.tools import Tool, ToolRegistry, builtin_registry
+from core.model.messages import ToolCall
+from core.model.openai import message_json
+from core.sessions.memory import MemorySessionStore
+from core.tools.builtins import builtin_registry
+from core.tools.registry import Tool, ToolRegistry
 from tests.fakes import FakeModel, Step
 from tests.history_rules import assert_valid_openai_history
 

@@ -1,4 +1,4 @@
-"""core.context: the token estimate, context windows by family, replayable history, fitting.
+"""core.chat.context: the token estimate, context windows by family, replayable history, fitting.
 
 Real counts come from bpe-openai (a dev dependency): OpenAI's cl100k_base (GPT-4, GPT-3.5) and
 o200k_base (GPT-4o, GPT-4.1, o-series) tables, shipped inside the package, so nothing is
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.context import (
+from core.chat.context import (
     DEFAULT_CONTEXT_TOKENS,
     MESSAGE_OVERHEAD_TOKENS,
     context_window,
@@ -20,8 +20,8 @@ from core.context import (
     split_turns,
     token_counter,
 )
-from core.messages import Message, Status, ToolCall
-from core.openai_stream import _is_context_error, _stated_window
+from core.model.messages import Message, Status, ToolCall
+from core.model.openai import _is_context_error, _stated_window
 
 bpe_openai = pytest.importorskip("bpe_openai")
 

@@ -22,15 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from core.chat import check_prompt
-from core.errors import (
-    InvalidRequest,
-    PromptTooLong,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamRejected,
-)
-from core.events import (
+from core.chat.events import (
     Done,
     Event,
     Failed,
@@ -41,12 +33,20 @@ from core.events import (
     ToolResult,
     Usage,
 )
-from core.history import is_valid_unicode
-from core.messages import Message
-from core.openai_stream import OpenAIChatModel
-from core.ports import Completion
-from handlers.app import ChatBody
+from core.chat.turn import check_prompt
+from core.errors import (
+    InvalidRequest,
+    PromptTooLong,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRejected,
+)
+from core.model.messages import Message
+from core.model.openai import OpenAIChatModel
+from core.model.port import Completion
+from core.sessions.rules import is_valid_unicode
 from handlers.errors import describe_validation
+from handlers.routes import ChatBody
 from handlers.sse import encode_data, payload, to_sse
 
 # Text with the characters that break naive SSE encoders overweighted: line terminators SSE

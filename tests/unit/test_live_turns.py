@@ -9,15 +9,15 @@ from typing import Any
 import anyio
 import pytest
 
-from core.chat import Turn, TurnLimits, TurnRequest, begin_turn
-from core.events import Done, Failed, Token
-from core.live_turns import LiveTurns, LogPolicy
-from core.memory_store import MemorySessionStore
-from core.tools import builtin_registry
-from core.turn_events import decode_event
-from core.turn_log import Encoded, TurnRead
-from core.turn_log_memory import MemoryTurnLog
-from core.turn_readers import follow_log
+from core.chat.events import Done, Failed, Token
+from core.chat.turn import Turn, TurnLimits, TurnRequest, begin_turn
+from core.sessions.memory import MemorySessionStore
+from core.tools.builtins import builtin_registry
+from core.turns.codec import decode_event
+from core.turns.live import LiveTurns, LogPolicy
+from core.turns.log import Encoded, TurnRead
+from core.turns.memory import MemoryTurnLog
+from core.turns.readers import follow_log
 from tests.fakes import FakeModel, Step
 
 FAST = LogPolicy(flush_seconds=0.05, heartbeat_seconds=0.1, lease_seconds=1.0, poll_seconds=0.02)

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from core.settings import Settings
-from handlers.logs import QUIET_LOGGERS
 from handlers.serve import uvicorn_options
+from handlers.telemetry import QUIET_LOGGERS
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "PlainSecretValue9876xyz"
@@ -48,7 +48,7 @@ def test_log_level_applies_to_the_project_loggers_only(level: str) -> None:
         import json, logging
         from handlers.app import create_app
         create_app()
-        names = ["root", "core.dynamodb_store", "handlers.app", "sse_chat_agent",
+        names = ["root", "core.sessions.dynamodb", "handlers.app", "sse_chat_agent",
                  "botocore", "botocore.endpoint", "boto3.resources", "urllib3.connectionpool",
                  "s3transfer", "httpx", "httpcore.http11", "mangum.http", "uvicorn.error"]
         get = lambda n: logging.getLogger() if n == "root" else logging.getLogger(n)
@@ -59,7 +59,7 @@ def test_log_level_applies_to_the_project_loggers_only(level: str) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     levels = json.loads(done.stdout.splitlines()[-1])
     wanted = logging.getLevelNamesMapping()[level]
-    for name in ("core.dynamodb_store", "handlers.app", "sse_chat_agent"):
+    for name in ("core.sessions.dynamodb", "handlers.app", "sse_chat_agent"):
         assert levels[name] == wanted, name
     assert levels["root"] == logging.WARNING
     for name, effective in levels.items():

@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-from core.chat import TurnLimits, TurnRequest, begin_turn
-from core.events import Done, Event, Failed, Reasoning, Token, ToolCallStarted, Usage
-from core.memory_store import MemorySessionStore
-from core.messages import Message, ToolCall
-from core.openai_stream import OpenAIChatModel
-from core.ports import Completion, ModelEvent
-from core.tools import builtin_registry
+from core.chat.events import Done, Event, Failed, Reasoning, Token, ToolCallStarted, Usage
+from core.chat.turn import TurnLimits, TurnRequest, begin_turn
+from core.model.messages import Message, ToolCall
+from core.model.openai import OpenAIChatModel
+from core.model.port import Completion, ModelEvent
+from core.sessions.memory import MemorySessionStore
+from core.tools.builtins import builtin_registry
 from handlers.sse import payload
 
 

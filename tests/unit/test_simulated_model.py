@@ -8,12 +8,12 @@ from collections.abc import Sequence
 
 import pytest
 
+from core.chat.events import Token, ToolCallStarted
 from core.errors import TurnDeadline
-from core.events import Token, ToolCallStarted
-from core.messages import Message, ToolCall, ToolSpec
-from core.ports import Completion, ModelEvent, is_simulated
-from core.simulated_model import SimulatedChatModel, decide, find_expression, split_words
-from core.tools import builtin_registry
+from core.model.messages import Message, ToolCall, ToolSpec
+from core.model.port import Completion, ModelEvent, is_simulated
+from core.model.simulated import SimulatedChatModel, decide, find_expression, split_words
+from core.tools.builtins import builtin_registry
 
 TOOLS = builtin_registry(["calculator", "get_current_time"]).specs
 

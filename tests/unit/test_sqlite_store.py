@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from core.errors import SessionBusy
-from core.messages import Message
-from core.sqlite_store import SQLiteSessionStore
+from core.model.messages import Message
+from core.sessions.sqlite import SQLiteSessionStore
 
 SID = "a" * 22
 NOW = 1_700_000_000.0

@@ -336,7 +336,7 @@ STORE_ACTIONS = [
 
 def test_store_calls_are_the_ones_the_policy_allows() -> None:
     """The policy below follows the code: a new boto3 call needs a new action."""
-    adapters = ("dynamodb_store.py", "dynamodb_rate_limit.py", "turn_log_dynamodb.py")
+    adapters = ("sessions/dynamodb.py", "quota/dynamodb.py", "turns/dynamodb.py")
     source = "\n".join(
         (ROOT / "src" / "core" / name).read_text(encoding="utf-8") for name in adapters
     )
@@ -510,7 +510,7 @@ def test_alarms_on_throttles_errors_and_failed_turns(template: dict[str, Any]) -
     function = [{"Name": "FunctionName", "Value": {"Ref": "ChatFunction"}}]
     assert alarms["Throttles"]["Namespace"] == alarms["Errors"]["Namespace"] == "AWS/Lambda"
     assert alarms["Throttles"]["Dimensions"] == alarms["Errors"]["Dimensions"] == function
-    # Where handlers/observability.py's Powertools Metrics puts it.
+    # Where handlers/telemetry.py's Powertools Metrics puts it.
     env = resources["ChatFunction"]["Properties"]["Environment"]["Variables"]
     assert alarms["TurnsFailed"]["Namespace"] == env["POWERTOOLS_METRICS_NAMESPACE"]
     assert alarms["TurnsFailed"]["Dimensions"] == [
@@ -527,7 +527,7 @@ def test_alarms_on_throttles_errors_and_failed_turns(template: dict[str, Any]) -
 
 
 def test_metric_names_match_what_the_app_emits() -> None:
-    source = (ROOT / "src" / "handlers" / "observability.py").read_text(encoding="utf-8")
+    source = (ROOT / "src" / "handlers" / "telemetry.py").read_text(encoding="utf-8")
     assert '"TurnsFailed"' in source
     assert 'SERVICE = "sse-chat-agent"' in source and 'NAMESPACE = "SseChatAgent"' in source
 

@@ -7,16 +7,10 @@ import time
 import anyio
 import pytest
 
-from core.messages import ToolCall
-from core.openai_stream import tool_json
-from core.tools import (
-    Tool,
-    ToolOutcome,
-    ToolRegistry,
-    builtin_registry,
-    calculator,
-    get_current_time,
-)
+from core.model.messages import ToolCall
+from core.model.openai import tool_json
+from core.tools.builtins import builtin_registry, calculator, get_current_time
+from core.tools.registry import Tool, ToolOutcome, ToolRegistry
 
 
 @pytest.mark.parametrize(
