@@ -1,6 +1,6 @@
 """With no API key the served app has no simulator to reach: nothing to read, script or break.
 
-The attack (issue 11, point 1): `/simulator/_sim/log` returned other users' prompts,
+The attack it closes: `/simulator/_sim/log` returned other users' prompts,
 `/simulator/_sim/script` injected replies, `/simulator/v1/chat/completions` answered anyone.
 Now the in-process simulated model answers and none of those paths exists.
 """

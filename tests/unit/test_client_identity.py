@@ -1,4 +1,4 @@
-"""Who a request counts as, for the per-client limits (issue 11, point 8)."""
+"""Who a request counts as, for the per-client limits (addresses, proxies, keys)."""
 
 from __future__ import annotations
 

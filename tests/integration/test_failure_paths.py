@@ -1,4 +1,6 @@
-"""Edge cases found in review: each names the failure it guards against."""
+"""Failure paths at the edges: a client gone mid-send, a hung or misbehaving provider, odd keys.
+
+Each test names the failure it guards against."""
 
 from __future__ import annotations
 

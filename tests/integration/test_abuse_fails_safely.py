@@ -1,4 +1,5 @@
-"""What a hostile review reproduced (issue 11, points 4-8), each attack now failing safely.
+"""Abuse fails safely: stuck sessions, stalled readers, huge bodies, floods, spoofed headers,
+shared budgets, odd input.
 
 Every test replays the attack over a real socket and shows the safe outcome.
 """
