@@ -8,8 +8,8 @@ from typing import Any
 
 import anyio
 
-from core.chat.events import Token, ToolCallStarted, Usage
 from core.errors import UpstreamError
+from core.events import Token, ToolCallStarted, Usage
 from core.model.messages import Message, ToolCall, ToolSpec
 from core.model.openai import message_json
 from core.model.port import Completion, ModelEvent

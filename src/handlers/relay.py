@@ -19,13 +19,13 @@ import anyio
 from fastapi import Request, Response
 
 from core.chat.context import context_window, token_counter
-from core.chat.events import Event
 from core.chat.roles import system_prompt_for
 from core.chat.turn import Turn, TurnLimits, TurnRequest, begin_turn
 from core.errors import InvalidRequest, TurnNotFound
-from core.sessions.ids import new_session_id
+from core.events import Event
+from core.sessions.ids import new_session_id, new_turn_id
 from core.turns.live import LiveTurn, LiveTurns
-from core.turns.log import TurnRecord, new_turn_id, visible
+from core.turns.log import TurnRecord, visible
 from core.turns.readers import follow_log, has_ended, recover_lost
 from handlers.container import Services
 from handlers.security import client_id, lambda_request_context

@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from core.aws.dynamodb import DynamoDBTable
-from core.chat.events import (
+from core.events import (
     Done,
     Failed,
     Reasoning,
@@ -24,9 +24,10 @@ from core.chat.events import (
     ToolResult,
     Usage,
 )
+from core.sessions.ids import new_turn_id
 from core.turns.codec import decode_event, encode_event
 from core.turns.dynamodb import DynamoDBTurnLog
-from core.turns.log import TurnLog, TurnLost, new_turn_id, visible
+from core.turns.log import TurnLog, TurnLost, visible
 from core.turns.memory import MemoryTurnLog
 from core.turns.sqlite import SQLiteTurnLog
 from tests.dynamodb_table import TEMPLATE, create_table_from_template

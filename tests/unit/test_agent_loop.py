@@ -8,9 +8,9 @@ from typing import Any
 import anyio
 import pytest
 
-from core.chat.events import Done, Event, Failed, Started, Token, ToolCallStarted, ToolResult
 from core.chat.turn import TurnLimits, TurnRequest, begin_turn
 from core.errors import SessionBusy, StoreError, UpstreamError
+from core.events import Done, Event, Failed, Started, Token, ToolCallStarted, ToolResult
 from core.model.messages import ToolCall
 from core.model.openai import message_json
 from core.sessions.memory import MemorySessionStore

@@ -9,8 +9,8 @@ from typing import Any
 import anyio
 import pytest
 
-from core.chat.events import Done, Failed, Token
 from core.chat.turn import Turn, TurnLimits, TurnRequest, begin_turn
+from core.events import Done, Failed, Token
 from core.sessions.memory import MemorySessionStore
 from core.tools.builtins import builtin_registry
 from core.turns.codec import decode_event

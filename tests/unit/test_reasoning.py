@@ -14,8 +14,8 @@ from typing import Any
 import httpx
 import pytest
 
-from core.chat.events import Done, Event, Failed, Reasoning, Token, ToolCallStarted, Usage
 from core.chat.turn import TurnLimits, TurnRequest, begin_turn
+from core.events import Done, Event, Failed, Reasoning, Token, ToolCallStarted, Usage
 from core.model.messages import Message, ToolCall
 from core.model.openai import OpenAIChatModel
 from core.model.port import Completion, ModelEvent

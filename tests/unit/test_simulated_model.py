@@ -8,8 +8,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from core.chat.events import Token, ToolCallStarted
 from core.errors import TurnDeadline
+from core.events import Token, ToolCallStarted
 from core.model.messages import Message, ToolCall, ToolSpec
 from core.model.port import Completion, ModelEvent, is_simulated
 from core.model.simulated import SimulatedChatModel, decide, find_expression, split_words

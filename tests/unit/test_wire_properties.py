@@ -22,7 +22,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from core.chat.events import (
+from core.chat.turn import check_prompt
+from core.errors import (
+    InvalidRequest,
+    PromptTooLong,
+    UpstreamError,
+    UpstreamProtocolError,
+    UpstreamRejected,
+)
+from core.events import (
     Done,
     Event,
     Failed,
@@ -32,14 +40,6 @@ from core.chat.events import (
     ToolCallStarted,
     ToolResult,
     Usage,
-)
-from core.chat.turn import check_prompt
-from core.errors import (
-    InvalidRequest,
-    PromptTooLong,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamRejected,
 )
 from core.model.messages import Message
 from core.model.openai import OpenAIChatModel

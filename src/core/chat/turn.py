@@ -22,17 +22,6 @@ from core.chat.context import (
     replayable,
     split_turns,
 )
-from core.chat.events import (
-    Done,
-    Event,
-    Failed,
-    Reasoning,
-    Started,
-    Token,
-    ToolCallStarted,
-    ToolResult,
-    Usage,
-)
 from core.errors import (
     ChatError,
     ContextTooLong,
@@ -45,13 +34,23 @@ from core.errors import (
     TooManyToolCalls,
     TurnDeadline,
 )
+from core.events import (
+    Done,
+    Event,
+    Failed,
+    Reasoning,
+    Started,
+    Token,
+    ToolCallStarted,
+    ToolResult,
+    Usage,
+)
 from core.model.messages import Message, Status
 from core.model.port import ChatModel, Completion, is_simulated
-from core.sessions.ids import check_session_id, new_session_id
+from core.sessions.ids import check_session_id, new_session_id, new_turn_id
 from core.sessions.port import SessionStore
 from core.sessions.rules import MAX_MESSAGE_BYTES, is_valid_unicode, truncate_utf8
 from core.tools.registry import ToolRegistry
-from core.turns.log import new_turn_id
 
 Clock = Callable[[], float]
 logger = logging.getLogger("sse_chat_agent")

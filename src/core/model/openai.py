@@ -20,7 +20,6 @@ import anyio
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from core.chat.events import Reasoning, Token, ToolCallStarted, Usage
 from core.errors import (
     ContextTooLong,
     TurnDeadline,
@@ -32,6 +31,7 @@ from core.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from core.events import Reasoning, Token, ToolCallStarted, Usage
 from core.model.messages import Message, ToolCall, ToolSpec
 from core.model.port import Completion, ModelEvent
 from core.redaction import Redactor

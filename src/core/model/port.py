@@ -9,7 +9,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from core.chat.events import Reasoning, Token, ToolCallStarted, Usage
+from core.events import Reasoning, Token, ToolCallStarted, Usage
 from core.model.messages import Message, ToolCall, ToolSpec
 
 

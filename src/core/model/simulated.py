@@ -18,8 +18,8 @@ from typing import Any
 
 import anyio
 
-from core.chat.events import Reasoning, Token, ToolCallStarted, Usage
 from core.errors import TurnDeadline
+from core.events import Reasoning, Token, ToolCallStarted, Usage
 from core.model.messages import Message, ToolCall, ToolSpec
 from core.model.port import Completion, ModelEvent
 

@@ -10,7 +10,7 @@ import json
 import re
 from typing import Any, assert_never
 
-from core.chat.events import (
+from core.events import (
     Done,
     Event,
     Failed,

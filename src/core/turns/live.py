@@ -22,8 +22,8 @@ from typing import Any
 
 import anyio
 
-from core.chat.events import Done, Event, Failed
 from core.chat.turn import Turn
+from core.events import Done, Event, Failed
 from core.turns.codec import dump_events, encode_event
 from core.turns.log import TurnLog, TurnLost
 

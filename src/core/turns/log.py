@@ -16,8 +16,6 @@ Invariants every adapter keeps:
 
 from __future__ import annotations
 
-import secrets
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -54,12 +52,6 @@ class TurnRead:
     @property
     def last_position(self) -> int | None:
         return self.events[-1][0] if self.events else None
-
-
-def new_turn_id(now: float | None = None) -> str:
-    """URL-safe, time-ordered (hex milliseconds, then 32 random bits): the latest sorts last."""
-    millis = int((time.time() if now is None else now) * 1000)
-    return f"{millis:011x}{secrets.token_hex(4)}"
 
 
 class TurnLog(Protocol):

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 
-from core.chat.events import Done, Event, Failed, Reasoning, Token, ToolResult
+from core.events import Done, Event, Failed, Reasoning, Token, ToolResult
 from core.model.messages import Message
 from core.sessions.port import SessionStore
 from core.turns.codec import decode_event
