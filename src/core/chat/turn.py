@@ -203,13 +203,7 @@ class Turn:
         status, and a tool exchange is stored whole or not at all.
         """
         started_at = time.monotonic()
-        reply = _Reply()
-        status: Status | None = None  # set once the reply is stored
-        outcome = self.outcome
-        shrunk = False  # the history was halved once after a context-length refusal
-        # What the current step sent, until its usage is counted: a reply cut short (an upstream
-        # drop, Stop, a disconnect) never gets the provider's usage, but was generated.
-        uncounted: Sequence[Message] = ()
+        progress = _Progress()
         try:
             yield Started(
                 session=self.session_id,
@@ -219,126 +213,153 @@ class Turn:
             )
             steps = 0
             while True:
-                completion: Completion | None = None
-                sent = uncounted = self._fit()
+                sent = progress.uncounted = self._fit()
                 # At the step limit, tool calls are not announced: none of them would run.
                 last_step = steps >= self.limits.max_tool_steps
+                completion: Completion | None = None
+                step = self._model_step(sent, progress.reply, last_step, started_at)
                 try:
-                    # aclosing: if this turn stops early, the upstream request closes now, not
-                    # whenever the garbage collector finalises the generator.
-                    async with contextlib.aclosing(
-                        self.model.stream(sent, tools=self.tools.specs, deadline=self.deadline)
-                    ) as model_events:
-                        async for event in model_events:
-                            if isinstance(event, Token):
-                                if outcome.first_token_seconds is None:
-                                    outcome.first_token_seconds = time.monotonic() - started_at
-                                reply.add(event.text)
-                                outcome.chunks_out += 1
-                                yield event
-                            elif isinstance(event, Reasoning):
-                                reply.think(event.text)
-                                yield event
-                            elif isinstance(event, ToolCallStarted):
-                                reply.calls += 1
-                                if reply.calls > self.limits.max_tool_calls_per_step:
-                                    raise TooManyToolCalls(self.limits.max_tool_calls_per_step)
-                                if not last_step:
-                                    yield event
-                            else:
+                    # aclosing: a turn stopped mid-step closes the upstream request now.
+                    async with contextlib.aclosing(step):
+                        async for event in step:
+                            if isinstance(event, Completion):
                                 completion = event
-                            if reply.size > MAX_MESSAGE_BYTES:
-                                raise ReplyTooLong(MAX_MESSAGE_BYTES)
+                            else:
+                                yield event
                 except ContextTooLong as exc:
-                    # Refused before anything streamed: once, try again with less history, fit
-                    # to the window the provider stated, else half of it.
-                    if reply.started:
-                        raise
-                    no_history = len(sent) == len(self.system) + len(self.current)
-                    if no_history and len(self.current) == 1:
-                        # No history was sent: the message itself is over the window.
-                        raise ContextTooLong(_MESSAGE_TOO_LONG) from None
-                    if shrunk or not self.past:
-                        raise
-                    shrunk = True
-                    ours = self.limits.context_tokens
-                    if exc.window is not None and (ours is None or exc.window < ours):
-                        self.stated_window = exc.window
-                    else:
-                        self.past = self.past[len(self.past) // 2 + len(self.past) % 2 :]
+                    self._shrink_history(exc, sent, progress)  # or raise: no second try
                     continue
                 assert completion is not None, "ChatModel.stream ends with a Completion"
-                outcome.usage += completion.usage or self._estimate(sent, reply, completion)
-                uncounted = ()
+                usage = completion.usage or self._estimate(sent, progress.reply, completion)
+                self.outcome.usage += usage
+                progress.uncounted = ()
                 if not completion.tool_calls:
-                    await self._store_reply(reply, "complete")
-                    status = "complete"
-                    await self._release(status)
-                    yield Done(finish_reason=completion.finish_reason, usage=outcome.usage)
+                    await self._end(progress, "complete")
+                    yield Done(finish_reason=completion.finish_reason, usage=self.outcome.usage)
                     return
                 if len(completion.tool_calls) > self.limits.max_tool_calls_per_step:
                     raise TooManyToolCalls(self.limits.max_tool_calls_per_step)
                 if last_step:
-                    outcome.error = "tool step limit reached"
-                    status = reply.cut_short()
-                    await self._store_reply(reply, status, quiet=True)
-                    await self._release(status)
+                    self.outcome.error = "tool step limit reached"
+                    await self._end(progress, progress.reply.cut_short(), quiet=True)
                     yield Failed(
                         f"tool step limit reached ({self.limits.max_tool_steps} steps); "
                         "ask a simpler question or raise MAX_TOOL_STEPS"
                     )
                     return
                 steps += 1
-                call_message = Message(
-                    role="assistant",
-                    content=reply.text,
-                    created_at=self.wall_clock(),
-                    tool_calls=completion.tool_calls,
-                    reasoning=reply.reasoning,
-                )
-                results = await self.tools.run_all(
-                    completion.tool_calls,
-                    timeout=min(
-                        self.limits.tool_timeout_seconds,
-                        max(self.deadline - time.monotonic(), 0.0),
-                    ),
-                )
-                if time.monotonic() >= self.deadline:
-                    raise TurnDeadline()
-                exchange = [call_message]
-                for call, result in zip(completion.tool_calls, results, strict=True):
-                    yield ToolResult(id=call.id, name=call.name, ok=result.ok, output=result.output)
-                    exchange.append(
-                        Message(
-                            role="tool",
-                            content=result.output,
-                            created_at=self.wall_clock(),
-                            tool_call_id=call.id,
-                            name=call.name,
-                        )
-                    )
-                # The assistant's tool calls and every answer land in one atomic append:
-                # a replayed history never holds a tool call without its result.
-                await self._append(exchange)
-                self.current.extend(exchange)
-                reply = _Reply()
+                tool_events = self._use_tools(completion, progress.reply)
+                async with contextlib.aclosing(tool_events):
+                    async for event in tool_events:
+                        yield event
+                progress.reply = _Reply()
         except ChatError as exc:
-            outcome.error = str(exc)
+            self.outcome.error = str(exc)
+            reply = progress.reply
             status = "failed" if isinstance(exc, ReplyTooLong) else reply.cut_short()
-            await self._store_reply(reply, status, quiet=True)
-            self._count_unfinished(uncounted, reply)
-            await self._release(status)
+            await self._end(progress, status, quiet=True)
             yield Failed(_failure_message(exc))
         finally:
-            with anyio.CancelScope(shield=True):
-                if status is None:
-                    # Stopped, cancelled, or a bug: keep what was relayed, unless a reader
-                    # declared this turn lost and stored it from the turn log already.
-                    status = reply.cut_short()
-                    if not self.lost:
-                        await self._store_reply(reply, status, quiet=True)
-                    self._count_unfinished(uncounted, reply)
-                await self._release(status)
+            if progress.status is None:
+                # Stopped, cancelled, or a bug: keep what was relayed, unless a reader declared
+                # this turn lost and stored it from the turn log already.
+                with anyio.CancelScope(shield=True):
+                    status = progress.reply.cut_short()
+                    await self._end(progress, status, quiet=True, store=not self.lost)
+
+    async def _model_step(
+        self, sent: Sequence[Message], reply: _Reply, last_step: bool, started_at: float
+    ) -> AsyncGenerator[Event | Completion, None]:
+        """One model step: its events as they stream (kept in `reply`), then its Completion."""
+        outcome = self.outcome
+        # aclosing: if this turn stops early, the upstream request closes now, not whenever the
+        # garbage collector finalises the generator.
+        async with contextlib.aclosing(
+            self.model.stream(sent, tools=self.tools.specs, deadline=self.deadline)
+        ) as model_events:
+            async for event in model_events:
+                if isinstance(event, Token):
+                    if outcome.first_token_seconds is None:
+                        outcome.first_token_seconds = time.monotonic() - started_at
+                    reply.add(event.text)
+                    outcome.chunks_out += 1
+                    yield event
+                elif isinstance(event, Reasoning):
+                    reply.think(event.text)
+                    yield event
+                elif isinstance(event, ToolCallStarted):
+                    reply.calls += 1
+                    if reply.calls > self.limits.max_tool_calls_per_step:
+                        raise TooManyToolCalls(self.limits.max_tool_calls_per_step)
+                    if not last_step:
+                        yield event
+                else:
+                    yield event
+                if reply.size > MAX_MESSAGE_BYTES:
+                    raise ReplyTooLong(MAX_MESSAGE_BYTES)
+
+    def _shrink_history(
+        self, refusal: ContextTooLong, sent: Sequence[Message], progress: _Progress
+    ) -> None:
+        """A context-length refusal before anything streamed: once, send less history, fit to
+        the window the provider stated, else half of it. Otherwise the refusal stands."""
+        if progress.reply.started:
+            raise refusal
+        no_history = len(sent) == len(self.system) + len(self.current)
+        if no_history and len(self.current) == 1:
+            # No history was sent: the message itself is over the window.
+            raise ContextTooLong(_MESSAGE_TOO_LONG) from None
+        if progress.shrunk or not self.past:
+            raise refusal
+        progress.shrunk = True
+        ours = self.limits.context_tokens
+        if refusal.window is not None and (ours is None or refusal.window < ours):
+            self.stated_window = refusal.window
+        else:
+            self.past = self.past[len(self.past) // 2 + len(self.past) % 2 :]
+
+    async def _use_tools(
+        self, completion: Completion, reply: _Reply
+    ) -> AsyncGenerator[Event, None]:
+        """Run the step's tool calls, relay each result, and store the exchange: the assistant's
+        calls and every answer in one atomic append, so a replayed history never holds a tool
+        call without its result."""
+        call_message = Message(
+            role="assistant",
+            content=reply.text,
+            created_at=self.wall_clock(),
+            tool_calls=completion.tool_calls,
+            reasoning=reply.reasoning,
+        )
+        timeout = min(self.limits.tool_timeout_seconds, max(self.deadline - time.monotonic(), 0.0))
+        results = await self.tools.run_all(completion.tool_calls, timeout=timeout)
+        if time.monotonic() >= self.deadline:
+            raise TurnDeadline()
+        exchange = [call_message]
+        for call, result in zip(completion.tool_calls, results, strict=True):
+            yield ToolResult(id=call.id, name=call.name, ok=result.ok, output=result.output)
+            exchange.append(
+                Message(
+                    role="tool",
+                    content=result.output,
+                    created_at=self.wall_clock(),
+                    tool_call_id=call.id,
+                    name=call.name,
+                )
+            )
+        await self._append(exchange)
+        self.current.extend(exchange)
+
+    async def _end(
+        self, progress: _Progress, status: Status, *, quiet: bool = False, store: bool = True
+    ) -> None:
+        """The one way a turn ends: store the reply with `status` (raising only when not
+        `quiet`), count a step cut short, then free the session."""
+        if store:
+            await self._store_reply(progress.reply, status, quiet=quiet)
+        self._count_unfinished(progress.uncounted, progress.reply)
+        progress.status = status
+        await self._release(status)
 
     async def abandon(self) -> None:
         """The turn will never run (its log could not be opened): store it `failed`, free the
@@ -398,7 +419,7 @@ class Turn:
         self.outcome.status = status
         if self._released:
             return
-        self._released = True  # once, whatever the outcome: the finally clause calls again
+        self._released = True  # once, whatever the outcome
         with anyio.CancelScope(shield=True):
             for attempt in range(2):
                 try:
@@ -440,6 +461,19 @@ class Turn:
             if not quiet:
                 raise
             logger.warning("could not store the reply: %s", type(exc).__name__)
+
+
+class _Progress:
+    """Where a turn stands: the current step's reply, what the step sent and is not counted
+    yet, whether the history was shrunk once, and the status once the reply is stored."""
+
+    __slots__ = ("reply", "shrunk", "status", "uncounted")
+
+    def __init__(self) -> None:
+        self.reply = _Reply()
+        self.uncounted: Sequence[Message] = ()
+        self.shrunk = False
+        self.status: Status | None = None
 
 
 class _Reply:

@@ -12,7 +12,8 @@ import contextlib
 import json
 import re
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
 
@@ -220,10 +221,9 @@ class OpenAIChatModel:
     async def _parse(
         self, events: AsyncIterator[Any], deadline: float | None
     ) -> AsyncGenerator[ModelEvent, None]:
-        finish_reason: str | None = None
-        usage: Usage | None = None  # None until the provider reports it
-        calls: dict[int, list[Any]] = {}  # index -> [id, name, [argument fragments]]
-        started = at_deadline = False
+        """The step's events from the provider's SSE events, under the stream's timeouts."""
+        chunks = ChunkAssembler(self._redact)
+        at_deadline = False
         loop = asyncio.get_running_loop()
         try:
             # One timer for the whole stream, armed around each wait and disarmed while a chunk
@@ -231,16 +231,16 @@ class OpenAIChatModel:
             # twice as much on the per-token path (make bench).
             async with asyncio.timeout(None) as guard:
                 while True:
-                    wait = self._idle_timeout if started else self._first_token_timeout
+                    wait = self._idle_timeout if chunks.started else self._first_token_timeout
                     if deadline is not None and deadline - time.monotonic() <= wait:
                         at_deadline, wait = True, max(deadline - time.monotonic(), 0.0)
                     guard.reschedule(loop.time() + wait)
                     try:
                         sse = await anext(events)
                     except StopAsyncIteration:
-                        if finish_reason is not None:
+                        if chunks.finish_reason is not None:
                             # A finish reason without `[DONE]` (some servers omit it): whole.
-                            yield _completion(finish_reason, usage, calls)
+                            yield chunks.completion()
                             return
                         break
                     guard.reschedule(None)
@@ -249,73 +249,19 @@ class OpenAIChatModel:
                         # A comment-only block: httpx_sse dispatches it, the SSE spec does not.
                         continue
                     if data == "[DONE]":
-                        if finish_reason is None:
-                            raise UpstreamProtocolError(
-                                "the model stream ended without a finish reason"
-                            )
-                        yield _completion(finish_reason, usage, calls)
+                        yield chunks.completion()
                         return
-                    try:
-                        chunk = json.loads(data)
-                    except ValueError:
-                        raise UpstreamProtocolError(
-                            "the model provider sent a chunk that is not JSON"
-                        ) from None
-                    if not isinstance(chunk, dict):
-                        raise UpstreamProtocolError(
-                            "the model provider sent a chunk that is not an object"
-                        )
-                    if chunk.get("error"):
-                        if _is_context_error(chunk):
-                            raise _context_too_long(chunk)
-                        message = _error_message(chunk, self._redact)
-                        raise UpstreamRejected(message or "the model provider reported an error")
-                    # A chunk of the right shape but wrong types (a null delta, a numeric content)
-                    # is a protocol error like malformed JSON, never an unhandled exception.
-                    try:
-                        if chunk.get("usage"):
-                            usage = _usage(chunk["usage"])
-                        for choice in chunk.get("choices") or ():
-                            delta = choice.get("delta") or {}
-                            # DeepSeek, vLLM and llama.cpp say `reasoning_content`; OpenRouter,
-                            # Ollama and LiteLLM say `reasoning`. Either is reasoning, not reply.
-                            thought = delta.get("reasoning_content") or delta.get("reasoning")
-                            if thought:
-                                started = True
-                                yield Reasoning(_unicode(_string(thought)))
-                            content = delta.get("content")
-                            if content:
-                                started = True
-                                yield Token(_unicode(_string(content)))
-                            for fragment in delta.get("tool_calls") or ():
-                                started = True
-                                index = fragment.get("index", 0)
-                                if not isinstance(index, int):
-                                    raise TypeError("tool call index")
-                                function = fragment.get("function") or {}
-                                call = calls.get(index)
-                                if call is None:
-                                    call_id = _string(fragment.get("id") or "")
-                                    name = _string(function.get("name") or "")
-                                    call = calls[index] = [call_id, name, []]
-                                    yield ToolCallStarted(id=call_id, name=name)
-                                if function.get("arguments"):
-                                    call[2].append(_string(function["arguments"]))
-                            if choice.get("finish_reason"):
-                                finish_reason = _string(choice["finish_reason"])
-                    except (AttributeError, TypeError, ValueError):
-                        raise UpstreamProtocolError(
-                            "the model provider sent a chunk this server does not understand"
-                        ) from None
+                    for event in chunks.feed(data):
+                        yield event
         except TimeoutError:
             if at_deadline:
                 raise TurnDeadline() from None
             raise UpstreamTimeout(
                 "the model provider stopped sending tokens"
-                if started
+                if chunks.started
                 else "the model provider did not start answering in time"
             ) from None
-        if not started:
+        if not chunks.started:
             # The body ended before anything came: a drop, retried like one.
             raise _Retry(
                 UpstreamProtocolError("the model provider closed the stream before it finished"),
@@ -324,14 +270,101 @@ class OpenAIChatModel:
         raise UpstreamProtocolError("the model provider closed the stream before it finished")
 
 
-def _completion(finish_reason: str, usage: Usage | None, calls: dict[int, list[Any]]) -> Completion:
-    return Completion(
-        finish_reason=finish_reason,
-        usage=usage,
-        tool_calls=tuple(
-            ToolCall(id=c[0], name=c[1], arguments="".join(c[2])) for _, c in sorted(calls.items())
-        ),
-    )
+@dataclass(slots=True)
+class _PendingCall:
+    """A tool call being streamed: its arguments arrive in fragments."""
+
+    id: str
+    name: str
+    fragments: list[str] = field(default_factory=list)
+
+
+class ChunkAssembler:
+    """Chat Completions chunks in, model events out: text and reasoning as they come, a tool
+    call announced at its first fragment and assembled (by index) until the step completes.
+
+    Any chunk of the wrong shape or types (not JSON, a null delta, a numeric content) is an
+    `UpstreamProtocolError`, never an unhandled exception; an error chunk is the provider's
+    refusal (`UpstreamRejected`, or `ContextTooLong`).
+    """
+
+    def __init__(self, redact: Redactor) -> None:
+        self.finish_reason: str | None = None
+        self.usage: Usage | None = None  # None until the provider reports it
+        self.started = False  # text, reasoning or a tool call has arrived
+        self._calls: dict[int, _PendingCall] = {}
+        self._redact = redact
+
+    def feed(self, data: str) -> Iterator[ModelEvent]:
+        """The events in one SSE `data` field (not `[DONE]`)."""
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise UpstreamProtocolError(
+                "the model provider sent a chunk that is not JSON"
+            ) from None
+        if not isinstance(chunk, dict):
+            raise UpstreamProtocolError("the model provider sent a chunk that is not an object")
+        if chunk.get("error"):
+            if _is_context_error(chunk):
+                raise _context_too_long(chunk)
+            message = _error_message(chunk, self._redact)
+            raise UpstreamRejected(message or "the model provider reported an error")
+        try:
+            if chunk.get("usage"):
+                self.usage = _usage(chunk["usage"])
+            for choice in chunk.get("choices") or ():
+                yield from self._choice(choice)
+        except (AttributeError, TypeError, ValueError):
+            raise UpstreamProtocolError(
+                "the model provider sent a chunk this server does not understand"
+            ) from None
+
+    def completion(self) -> Completion:
+        """The step's end, its tool calls whole; a stream without a finish reason is cut."""
+        if self.finish_reason is None:
+            raise UpstreamProtocolError("the model stream ended without a finish reason")
+        return Completion(
+            finish_reason=self.finish_reason,
+            usage=self.usage,
+            tool_calls=tuple(
+                ToolCall(id=call.id, name=call.name, arguments="".join(call.fragments))
+                for _, call in sorted(self._calls.items())
+            ),
+        )
+
+    def _choice(self, choice: dict[str, Any]) -> Iterator[ModelEvent]:
+        delta = choice.get("delta") or {}
+        # DeepSeek, vLLM and llama.cpp say `reasoning_content`; OpenRouter, Ollama and LiteLLM
+        # say `reasoning`. Either is reasoning, not reply.
+        thought = delta.get("reasoning_content") or delta.get("reasoning")
+        if thought:
+            self.started = True
+            yield Reasoning(_unicode(_string(thought)))
+        content = delta.get("content")
+        if content:
+            self.started = True
+            yield Token(_unicode(_string(content)))
+        for fragment in delta.get("tool_calls") or ():
+            self.started = True
+            yield from self._tool_fragment(fragment)
+        if choice.get("finish_reason"):
+            self.finish_reason = _string(choice["finish_reason"])
+
+    def _tool_fragment(self, fragment: dict[str, Any]) -> Iterator[ModelEvent]:
+        index = fragment.get("index", 0)
+        if not isinstance(index, int):
+            raise TypeError("tool call index")
+        function = fragment.get("function") or {}
+        call = self._calls.get(index)
+        if call is None:
+            call = _PendingCall(
+                id=_string(fragment.get("id") or ""), name=_string(function.get("name") or "")
+            )
+            self._calls[index] = call
+            yield ToolCallStarted(id=call.id, name=call.name)
+        if function.get("arguments"):
+            call.fragments.append(_string(function["arguments"]))
 
 
 def _is_context_error(payload: dict[str, Any]) -> bool:
