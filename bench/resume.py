@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from bench.run import HOST, Servers, app_env, http, wait_ready
+from bench.servers import HOST, Servers, app_env, http, wait_ready
 
 TOKENS = 120
 PACE_MS = 25.0
