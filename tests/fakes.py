@@ -1,17 +1,19 @@
-"""Fakes for the core's ports: a scripted model (no sockets)."""
+"""Fakes for the core's ports: a scripted model (no sockets), and the OpenAI adapter over a
+scripted transport."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import httpx
 
 from core.errors import UpstreamError
 from core.events import Token, ToolCallStarted, Usage
 from core.model.messages import Message, ToolCall, ToolSpec
-from core.model.openai import message_json
+from core.model.openai import OpenAIChatModel, message_json
 from core.model.port import Completion, ModelEvent
 
 
@@ -54,3 +56,20 @@ class FakeModel:
             usage=Usage(10, len(step.tokens)),
             tool_calls=tuple(step.tool_calls),
         )
+
+
+def openai_model_over(
+    handler: Callable[[httpx.Request], httpx.Response], **options: Any
+) -> OpenAIChatModel:
+    """The real OpenAI adapter whose provider is `handler`, through `httpx.MockTransport`."""
+
+    async def key() -> str:
+        return "sk-test"
+
+    settings: dict[str, Any] = {"model": "m", "max_tokens": 100} | options
+    return OpenAIChatModel(
+        client=httpx.AsyncClient(transport=httpx.MockTransport(handler)),
+        base_url="http://provider/v1",
+        api_key=key,
+        **settings,
+    )

@@ -23,6 +23,7 @@ from core.model.messages import Message, ToolCall
 from core.model.openai import ChunkAssembler, OpenAIChatModel
 from core.model.port import Completion, ModelEvent
 from core.redaction import Redactor
+from tests.fakes import openai_model_over
 
 
 def chunk(delta: dict[str, Any] | None = None, finish: str | None = None, **extra: Any) -> str:
@@ -133,18 +134,7 @@ class Answers:
         return self._answers.pop(0)(request)
 
     def model(self) -> OpenAIChatModel:
-        async def key() -> str:
-            return "sk-test"
-
-        return OpenAIChatModel(
-            client=httpx.AsyncClient(transport=httpx.MockTransport(self)),
-            base_url="http://provider/v1",
-            model="m",
-            api_key=key,
-            max_tokens=10,
-            max_retries=2,
-            backoff_seconds=0.01,
-        )
+        return openai_model_over(self, max_retries=2, backoff_seconds=0.01)
 
 
 def status(code: int, **headers: str) -> Callable[[httpx.Request], httpx.Response]:

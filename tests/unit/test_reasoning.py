@@ -22,6 +22,7 @@ from core.model.port import Completion, ModelEvent
 from core.sessions.memory import MemorySessionStore
 from core.tools.builtins import builtin_registry
 from handlers.sse import payload
+from tests.fakes import openai_model_over
 
 
 def sse(*chunks: dict[str, Any] | str) -> bytes:
@@ -59,17 +60,7 @@ class Provider:
         )
 
     def model(self, **options: Any) -> OpenAIChatModel:
-        async def key() -> str:
-            return "sk-test"
-
-        return OpenAIChatModel(
-            client=httpx.AsyncClient(transport=httpx.MockTransport(self)),
-            base_url="http://provider/v1",
-            model="reasoner",
-            api_key=key,
-            max_tokens=100,
-            **options,
-        )
+        return openai_model_over(self, model="reasoner", **options)
 
 
 async def collect(model: OpenAIChatModel, messages: Sequence[Message] = ()) -> list[ModelEvent]:
