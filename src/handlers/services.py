@@ -142,7 +142,7 @@ async def warm_up(settings: Settings, table: DynamoDBTable | None) -> None:
     """On Lambda, do at init what the first request would otherwise pay for.
 
     Init runs before the Web Adapter's readiness check passes, on the full CPU share, and
-    ahead of any user's request: import boto3 and build the DynamoDB client, import
+    ahead of any user's request: import botocore and build the DynamoDB client, import
     Powertools' Logger and Metrics, and fetch (and cache) the secrets. Off Lambda nothing
     happens, so `make serve` and the tests start as fast as before. A failure here is logged
     by type only and left for the request to meet (and report) again.
