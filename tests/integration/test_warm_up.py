@@ -11,9 +11,10 @@ import uuid
 import boto3
 import pytest
 
-from core.dynamodb_table import DynamoDBTable
+from core.dynamodb_table import DynamoDBTable, _dynamodb_only_loader
 from core.settings import Settings
 from handlers.services import _api_key, warm_up
+from tests.dynamodb_table import create_table_from_template
 from tests.store_fixtures import moto_endpoint, use_fake_aws
 
 SECRET_VALUE = "sk-test-" + "x" * 20
@@ -71,3 +72,35 @@ async def test_a_failed_warm_up_is_logged_without_the_secret_and_does_not_stop_s
         await warm_up(settings_with(missing), DynamoDBTable("sessions"))
     assert "warm-up incomplete" in caplog.text
     assert SECRET_VALUE not in caplog.text
+
+
+async def test_the_tables_own_client_reaches_dynamodb_and_loads_only_its_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN DynamoDB (moto) configured through the environment, as on Lambda
+    endpoint = moto_endpoint()
+    use_fake_aws(monkeypatch, endpoint)
+    name = f"sessions-{uuid.uuid4().hex}"
+    create_table_from_template(boto3.client("dynamodb"), name)
+    table = DynamoDBTable(name)
+    # WHEN the table builds its client (botocore's session, the DynamoDB-only data loader)
+    client = table.client()
+    # THEN it reads and writes the table, its errors are modelled, and its loader never had to
+    # list every service botocore ships
+    await table.call(
+        lambda c: c.put_item(TableName=name, Item={"pk": {"S": "a"}, "sk": {"S": "b"}})
+    )
+    item = await table.call(
+        lambda c: c.get_item(TableName=name, Key={"pk": {"S": "a"}, "sk": {"S": "b"}})
+    )
+    assert item["Item"]["pk"] == {"S": "a"}
+    with pytest.raises(client.exceptions.ConditionalCheckFailedException):
+        client.put_item(
+            TableName=name,
+            Item={"pk": {"S": "a"}, "sk": {"S": "b"}},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+    loader = _dynamodb_only_loader()
+    assert loader is not None
+    assert loader.list_available_services("service-2") == ["dynamodb"]
+    await table.aclose()
