@@ -18,7 +18,7 @@ import httpx
 from core.memory_store import MemorySessionStore
 from core.settings import Settings
 from handlers.app import create_app
-from handlers.services import Model
+from handlers.openai_model import Model
 from simulator import create_simulator
 
 OPENAI_KEY = "sk-canary-OPENAI-7f3a9c1e5b2d4806"
