@@ -46,7 +46,7 @@ from core.events import (
     Usage,
 )
 from core.history import MAX_MESSAGE_BYTES, is_valid_unicode, truncate_utf8
-from core.messages import Message, Status
+from core.messages import Message, Session, Status
 from core.ports import ChatModel, Completion, SessionStore, is_simulated
 from core.session_ids import check_session_id, new_session_id
 from core.tools import ToolRegistry
@@ -123,9 +123,14 @@ async def begin_turn(
     """
     prompt = check_prompt(request.prompt, limits.max_prompt_chars)
     now = wall_clock()
+    session: Session | None = None
     if request.session_id is None:
         session_id = new_session or new_session_id()
-        await sessions.create(session_id, title=_title(prompt), now=now)
+        title = _title(prompt)
+        await sessions.create(session_id, title=title, now=now)
+        # Created just now under a fresh random id: empty, so there is nothing to load (one
+        # store round trip less before a new session's first byte).
+        session = Session(session_id, title, now, now, messages=(), next_seq=0)
     else:
         session_id = check_session_id(request.session_id)
     owner = turn_id or new_turn_id(now)
@@ -133,7 +138,8 @@ async def begin_turn(
         session_id, owner=owner, now=now, lease_seconds=limits.turn_timeout_seconds + 30
     )
     try:
-        session = await sessions.load(session_id, now=now, limit=limits.history_messages)
+        if session is None:
+            session = await sessions.load(session_id, now=now, limit=limits.history_messages)
         user = Message(role="user", content=prompt, created_at=now)
         next_seq = await sessions.append(session_id, [user], seq=session.next_seq, now=now)
     except SessionConflict as exc:
