@@ -73,23 +73,24 @@ class DynamoDBTable:
         with self._client_lock:
             if self._client is None:
                 from botocore.config import Config
+                from botocore.exceptions import DataNotFoundError, UnknownServiceError
                 from botocore.session import Session
 
+                config = Config(
+                    retries={"mode": "standard", "total_max_attempts": 1},
+                    connect_timeout=3,
+                    read_timeout=10,
+                )
                 session = Session()
                 loader = _dynamodb_only_loader()
                 if loader is not None:
                     session.register_component("data_loader", loader)
-                self._client = cast(
-                    "DynamoDBClient",
-                    session.create_client(
-                        "dynamodb",
-                        config=Config(
-                            retries={"mode": "standard", "total_max_attempts": 1},
-                            connect_timeout=3,
-                            read_timeout=10,
-                        ),
-                    ),
-                )
+                try:
+                    client = session.create_client("dynamodb", config=config)
+                except (DataNotFoundError, UnknownServiceError):
+                    # A botocore laid out otherwise than the view expects: its own loader.
+                    client = Session().create_client("dynamodb", config=config)
+                self._client = cast("DynamoDBClient", client)
             return self._client
 
     async def call(self, operation: Callable[[DynamoDBClient], T]) -> T:
@@ -140,6 +141,8 @@ def _dynamodb_only_loader() -> Loader | None:
     from botocore.loaders import Loader
 
     data = Path(botocore.__file__).parent / "data"
+    if not (data / "dynamodb").is_dir():
+        return None
     try:
         view = Path(tempfile.mkdtemp(prefix="botocore-dynamodb-"))
         atexit.register(shutil.rmtree, view, ignore_errors=True)

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 
 import boto3
 import pytest
+from botocore.loaders import Loader
 
+from core import dynamodb_table
 from core.dynamodb_table import DynamoDBTable, _dynamodb_only_loader
 from core.settings import Settings
 from handlers.services import _api_key, warm_up
@@ -104,3 +107,16 @@ async def test_the_tables_own_client_reaches_dynamodb_and_loads_only_its_model(
     assert loader is not None
     assert loader.list_available_services("service-2") == ["dynamodb"]
     await table.aclose()
+
+
+def test_a_botocore_the_view_does_not_cover_gets_its_own_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a data view in which botocore finds no DynamoDB model
+    use_fake_aws(monkeypatch, "http://127.0.0.1:9")
+    empty = Loader(extra_search_paths=[str(tmp_path)], include_default_search_paths=False)
+    monkeypatch.setattr(dynamodb_table, "_dynamodb_only_loader", lambda: empty)
+    # WHEN the table builds its client
+    client = DynamoDBTable("sessions").client()
+    # THEN botocore's default loader built it
+    assert client.meta.service_model.service_name == "dynamodb"
