@@ -123,20 +123,21 @@ async def begin_turn(
     """
     prompt = check_prompt(request.prompt, limits.max_prompt_chars)
     now = wall_clock()
+    owner = turn_id or new_turn_id(now)
+    lease_seconds = limits.turn_timeout_seconds + 30
     session: Session | None = None
     if request.session_id is None:
         session_id = new_session or new_session_id()
         title = _title(prompt)
-        await sessions.create(session_id, title=title, now=now)
-        # Created just now under a fresh random id: empty, so there is nothing to load (one
-        # store round trip less before a new session's first byte).
+        # Created leased, in one write, under a fresh random id: empty, so there is nothing to
+        # load (two store round trips less before a new session's first byte).
+        await sessions.create(
+            session_id, title=title, now=now, owner=owner, lease_seconds=lease_seconds
+        )
         session = Session(session_id, title, now, now, messages=(), next_seq=0)
     else:
         session_id = check_session_id(request.session_id)
-    owner = turn_id or new_turn_id(now)
-    await sessions.lock(
-        session_id, owner=owner, now=now, lease_seconds=limits.turn_timeout_seconds + 30
-    )
+        await sessions.lock(session_id, owner=owner, now=now, lease_seconds=lease_seconds)
     try:
         if session is None:
             session = await sessions.load(session_id, now=now, limit=limits.history_messages)
