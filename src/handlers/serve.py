@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import gc
+
+if __name__ == "__main__":
+    # Started as the server (`make serve`, run.sh on Lambda): the imports and the app built
+    # next allocate a few hundred thousand objects that all live as long as the process, and
+    # the cyclic GC would walk them again and again (30-40 ms of a cold start). The app's
+    # lifespan freezes what startup built and turns the GC back on (handlers.app).
+    gc.disable()
+
 import asyncio
 import importlib.util
 import logging

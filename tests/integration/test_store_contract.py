@@ -274,6 +274,21 @@ async def test_lock_is_a_lease_held_by_one_owner(store: SessionStore, session_id
     await store.lock(session_id, owner="c", now=T0 + 31, lease_seconds=30)
 
 
+async def test_a_session_created_with_an_owner_is_leased_to_it(store: SessionStore) -> None:
+    # GIVEN a new session created already leased to "a" (a new session's first turn)
+    sid = new_session_id()
+    await store.create(sid, title="First prompt", now=T0, owner="a", lease_seconds=30)
+    # THEN it is empty, nobody else takes the lease until it lapses, and its owner releases it
+    session = await store.load(sid, now=T0)
+    assert (session.messages, session.next_seq) == ((), 0)
+    with pytest.raises(SessionBusy):
+        await store.lock(sid, owner="b", now=T0 + 10, lease_seconds=30)
+    await store.lock(sid, owner="b", now=T0 + 30, lease_seconds=30)
+    await store.unlock(sid, owner="b")
+    await store.unlock(sid, owner="a")  # not a's lease any more: ignored
+    await store.lock(sid, owner="c", now=T0 + 31, lease_seconds=30)
+
+
 async def test_lock_on_unknown_session_is_not_found(store: SessionStore) -> None:
     with pytest.raises(SessionNotFound):
         await store.lock(new_session_id(), owner="a", now=T0, lease_seconds=30)

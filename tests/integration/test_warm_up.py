@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 
 import boto3
 import pytest
+from botocore.loaders import Loader
 
+from core.aws.dynamodb import DynamoDBTable, _dynamodb_only_loader, make_client
 from core.settings import Settings
 from handlers.container import Services, build_services, warm_up
+from tests.dynamodb_table import create_table_from_template
 from tests.store_fixtures import moto_endpoint, use_fake_aws
 
 SECRET_VALUE = "sk-test-" + "x" * 20
@@ -70,3 +74,47 @@ async def test_a_failed_warm_up_is_logged_without_the_secret_and_does_not_stop_s
         await warm_up(services_with(missing))
     assert "warm-up incomplete" in caplog.text
     assert SECRET_VALUE not in caplog.text
+
+
+async def test_the_tables_own_client_reaches_dynamodb_and_loads_only_its_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # GIVEN DynamoDB (moto) configured through the environment, as on Lambda
+    endpoint = moto_endpoint()
+    use_fake_aws(monkeypatch, endpoint)
+    name = f"sessions-{uuid.uuid4().hex}"
+    create_table_from_template(boto3.client("dynamodb"), name)
+    table = DynamoDBTable(name)
+    # WHEN the table builds its client (botocore's session, the DynamoDB-only data loader)
+    client = table.client()
+    # THEN it reads and writes the table, its errors are modelled, and its loader never had to
+    # list every service botocore ships
+    await table.call(
+        lambda c: c.put_item(TableName=name, Item={"pk": {"S": "a"}, "sk": {"S": "b"}})
+    )
+    item = await table.call(
+        lambda c: c.get_item(TableName=name, Key={"pk": {"S": "a"}, "sk": {"S": "b"}})
+    )
+    assert item["Item"]["pk"] == {"S": "a"}
+    with pytest.raises(client.exceptions.ConditionalCheckFailedException):
+        client.put_item(
+            TableName=name,
+            Item={"pk": {"S": "a"}, "sk": {"S": "b"}},
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+    loader = _dynamodb_only_loader()
+    assert loader is not None
+    assert loader.list_available_services("service-2") == ["dynamodb"]
+    await table.aclose()
+
+
+def test_a_botocore_the_view_does_not_cover_gets_its_own_loader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a data view in which botocore finds no DynamoDB model
+    use_fake_aws(monkeypatch, "http://127.0.0.1:9")
+    empty = Loader(extra_search_paths=[str(tmp_path)], include_default_search_paths=False)
+    # WHEN the client is built through it
+    client = make_client(data_loader=empty)
+    # THEN botocore's default loader built it
+    assert client.meta.service_model.service_name == "dynamodb"

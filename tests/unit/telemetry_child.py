@@ -18,7 +18,8 @@ import httpx
 from core.sessions.memory import MemorySessionStore
 from core.settings import Settings
 from handlers.app import create_app
-from handlers.container import Model, build_services
+from handlers.container import build_services
+from handlers.openai_model import Model
 from simulator import create_simulator
 
 OPENAI_KEY = "sk-canary-OPENAI-7f3a9c1e5b2d4806"

@@ -48,7 +48,7 @@ from core.events import (
 from core.model.messages import Message, Status
 from core.model.port import ChatModel, Completion, is_simulated
 from core.sessions.ids import check_session_id, new_session_id, new_turn_id
-from core.sessions.port import SessionStore
+from core.sessions.port import Session, SessionStore
 from core.sessions.rules import MAX_MESSAGE_BYTES, is_valid_unicode, truncate_utf8
 from core.tools.registry import ToolRegistry
 
@@ -123,17 +123,24 @@ async def begin_turn(
     """
     prompt = check_prompt(request.prompt, limits.max_prompt_chars)
     now = wall_clock()
+    owner = turn_id or new_turn_id(now)
+    lease_seconds = limits.turn_timeout_seconds + 30
+    session: Session | None = None
     if request.session_id is None:
         session_id = new_session or new_session_id()
-        await sessions.create(session_id, title=_title(prompt), now=now)
+        title = _title(prompt)
+        # Created leased, in one write, under a fresh random id: empty, so there is nothing to
+        # load (two store round trips less before a new session's first byte).
+        await sessions.create(
+            session_id, title=title, now=now, owner=owner, lease_seconds=lease_seconds
+        )
+        session = Session(session_id, title, now, now, messages=(), next_seq=0)
     else:
         session_id = check_session_id(request.session_id)
-    owner = turn_id or new_turn_id(now)
-    await sessions.lock(
-        session_id, owner=owner, now=now, lease_seconds=limits.turn_timeout_seconds + 30
-    )
+        await sessions.lock(session_id, owner=owner, now=now, lease_seconds=lease_seconds)
     try:
-        session = await sessions.load(session_id, now=now, limit=limits.history_messages)
+        if session is None:
+            session = await sessions.load(session_id, now=now, limit=limits.history_messages)
         user = Message(role="user", content=prompt, created_at=now)
         next_seq = await sessions.append(session_id, [user], seq=session.next_seq, now=now)
     except SessionConflict as exc:

@@ -79,7 +79,15 @@ class DynamoDBSessionStore:
     def _meta_key(self, session_id: str) -> Item:
         return {"pk": {"S": session_id}, "sk": {"S": META_SK}}
 
-    async def create(self, session_id: str, *, title: str, now: float) -> None:
+    async def create(
+        self,
+        session_id: str,
+        *,
+        title: str,
+        now: float,
+        owner: str | None = None,
+        lease_seconds: float = 0.0,
+    ) -> None:
         item: Item = {
             **self._meta_key(session_id),
             "title": {"S": title},
@@ -88,6 +96,9 @@ class DynamoDBSessionStore:
             "message_count": {"N": "0"},
             TTL_ATTRIBUTE: {"N": str(expires_at(now, self._ttl))},
         }
+        if owner is not None:  # the lease `lock` would take, in the same conditional put
+            item["lock_owner"] = {"S": owner}
+            item["lock_until"] = {"N": _number(now + lease_seconds)}
         try:
             await self._call(
                 lambda client: client.put_item(

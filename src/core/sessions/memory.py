@@ -35,11 +35,22 @@ class MemorySessionStore:
             raise SessionNotFound(session_id)
         return record
 
-    async def create(self, session_id: str, *, title: str, now: float) -> None:
+    async def create(
+        self,
+        session_id: str,
+        *,
+        title: str,
+        now: float,
+        owner: str | None = None,
+        lease_seconds: float = 0.0,
+    ) -> None:
         old = self._sessions.get(session_id)
         if old is not None and old.expires_at > now:
             raise SessionConflict("session id already exists")
-        self._sessions[session_id] = _Record(title, now, now, expires_at(now, self._ttl))
+        record = _Record(title, now, now, expires_at(now, self._ttl))
+        if owner is not None:
+            record.lock_owner, record.lock_until = owner, now + lease_seconds
+        self._sessions[session_id] = record
 
     async def load(self, session_id: str, *, now: float, limit: int | None = None) -> Session:
         record = self._live(session_id, now)

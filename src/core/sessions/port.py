@@ -41,7 +41,18 @@ class SessionStore(Protocol):
       backing store deletes them late.
     """
 
-    async def create(self, session_id: str, *, title: str, now: float) -> None: ...
+    async def create(
+        self,
+        session_id: str,
+        *,
+        title: str,
+        now: float,
+        owner: str | None = None,
+        lease_seconds: float = 0.0,
+    ) -> None:
+        """A new, empty session; with `owner`, its turn lease already taken (as `lock` would,
+        in the same write); `SessionConflict` if the id is live."""
+        ...
 
     async def load(self, session_id: str, *, now: float, limit: int | None = None) -> Session:
         """The session with its last `limit` messages, oldest first; `SessionNotFound`."""

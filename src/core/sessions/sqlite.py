@@ -82,7 +82,17 @@ class SQLiteSessionStore:
             raise SessionNotFound(session_id)
         return cast("tuple[str, float, float]", row)
 
-    async def create(self, session_id: str, *, title: str, now: float) -> None:
+    async def create(
+        self,
+        session_id: str,
+        *,
+        title: str,
+        now: float,
+        owner: str | None = None,
+        lease_seconds: float = 0.0,
+    ) -> None:
+        lock_until = None if owner is None else now + lease_seconds
+
         def run(db: sqlite3.Connection) -> None:
             db.execute("BEGIN IMMEDIATE")
             live = db.execute(
@@ -98,9 +108,9 @@ class SQLiteSessionStore:
             )
             db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
             db.execute(
-                "INSERT INTO sessions (id, title, created_at, updated_at, expires_at) "
-                "VALUES (?, ?, ?, ?, ?)",
-                (session_id, title, now, now, expires_at(now, self._ttl)),
+                "INSERT INTO sessions (id, title, created_at, updated_at, expires_at, "
+                "lock_owner, lock_until) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (session_id, title, now, now, expires_at(now, self._ttl), owner, lock_until),
             )
             db.execute("COMMIT")
 
