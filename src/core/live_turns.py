@@ -109,6 +109,9 @@ class LiveTurn:
         flusher: _Flusher | None = None,
     ) -> None:
         self.turn = turn
+        # Plain attributes, not properties: every event's id is made of them.
+        self.session_id = turn.session_id
+        self.turn_id = turn.turn_id
         self.events: list[Event] = []
         self.finished = False
         self.stop_requested = False
@@ -130,14 +133,6 @@ class LiveTurn:
         if self._flusher is not None:
             self._logged = self._flusher.loop.create_future()
             self._flusher.schedule(self, self._flusher.loop.time() + self._policy.heartbeat_seconds)
-
-    @property
-    def turn_id(self) -> str:
-        return self.turn.turn_id
-
-    @property
-    def session_id(self) -> str:
-        return self.turn.session_id
 
     def _publish(self, event: Event) -> None:
         self.events.append(event)
