@@ -163,3 +163,62 @@ async def test_a_live_producer_declared_lost_stops_and_leaves_one_stored_reply()
     session = await store.load(turn.session_id, now=time.time())
     assert [m.role for m in session.messages] == ["user", "assistant"]
     assert session.messages[-1].content == "".join(e.text for e in got if isinstance(e, Token))
+
+
+class WatchedLog(CountingLog):
+    """Notes when the event at `position` is stored."""
+
+    def __init__(self, position: int) -> None:
+        super().__init__()
+        self.position = position
+        self.reached = anyio.Event()
+
+    async def append(
+        self,
+        session_id: str,
+        turn_id: str,
+        first: int,
+        events: Sequence[Encoded],
+        **kwargs: Any,
+    ) -> bool:
+        stop = await super().append(session_id, turn_id, first, events, **kwargs)
+        if first + len(events) - 1 >= self.position:
+            self.reached.set()
+        return stop
+
+
+async def test_a_slow_reply_is_flushed_within_flush_seconds_not_held_for_a_full_batch() -> None:
+    # GIVEN tokens 0.3 s apart and a 0.05 s flush interval
+    store, log = MemorySessionStore(), WatchedLog(position=2)
+    turns = LiveTurns(log=log, policy=FAST)
+    turn = await new_turn(FakeModel([Step(tokens=["a", "b", "c"], delay=0.3)]), store)
+    live = await turns.start(turn)
+    # WHEN the first token (event 2, after `started`) is out
+    with anyio.fail_after(5):
+        await log.reached.wait()
+    # THEN it reached the log before the next one was produced
+    assert sum(isinstance(e, Token) for e in live.events) == 1
+    await live.wait_finished()
+    read = await read_all(log, turn)
+    assert [decode_event(e) for _, e in read.events] == live.events
+
+
+async def test_many_turns_of_one_process_are_all_written_whole() -> None:
+    # GIVEN 50 turns at once, their tokens interleaved, under one LiveTurns (one flusher)
+    store, log = MemorySessionStore(), CountingLog()
+    turns = LiveTurns(log=log, policy=FAST)
+    tokens = [str(i) for i in range(40)]
+    started = [
+        await turns.start(await new_turn(FakeModel([Step(tokens=tokens, delay=0.005)]), store))
+        for _ in range(50)
+    ]
+    with anyio.fail_after(10):
+        for live in started:
+            await live.wait_finished()
+    # THEN each turn's log holds exactly its events, in order, and says it finished
+    for live in started:
+        read = await read_all(log, live.turn)
+        assert [p for p, _ in read.events] == list(range(1, len(live.events) + 1))
+        assert [decode_event(e) for _, e in read.events] == live.events
+        assert read.record.state == "finished" and read.record.end == len(live.events)
+    assert turns.count == 0

@@ -4,17 +4,21 @@ A turn is not a property of one HTTP response (DESIGN §2): a client that stops 
 leaves, never slows, blocks or cancels it. The turn runs to its end, bounded by its limits and
 its deadline, and stores its reply; a Stop is an explicit request (`LiveTurns.stop`).
 
-With a turn log, one flusher task per turn writes its events in batches (every `flush_seconds`
-or `flush_events`, whichever first; a heartbeat when idle) off the hot path: in-process readers
-follow memory, readers elsewhere poll the log (`core.turns.readers`). Each flush renews the
-turn's lease and brings back the stop flag another instance may have set.
+With a turn log, each turn's events are written in batches (within `flush_seconds` of the
+oldest waiting one, or as soon as `flush_events` wait, whichever first; a heartbeat when idle)
+off the hot path: in-process readers follow memory, readers elsewhere poll the log
+(`core.turns.readers`). Each write renews the turn's lease and brings back the stop flag another
+instance may have set. One timer per process (`_Flusher`) says which turn is due; a turn has
+a task only while a write of its own is in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -51,94 +55,178 @@ class LogPolicy:
     final_flush_tries: int = 5
 
 
+class _Flusher:
+    """One timer for every turn of the process: it starts each turn's write when it falls due.
+
+    No task waits per turn and no timer is armed per batch: a turn due is an entry in a heap
+    (`(when, seq, turn)`; an entry whose `seq` is no longer the turn's is stale and skipped),
+    and the one timer is armed for the earliest. Writes due within `slack` seconds of each
+    other start together, a little early (never late), so the timer fires at most about
+    `1 / slack` times a second however many turns run.
+    """
+
+    slack = 0.01
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._due: list[tuple[float, int, LiveTurn]] = []
+        self._seq = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def schedule(self, live: LiveTurn, when: float) -> None:
+        """Start `live`'s write at `when` (loop time), instead of when it was due before."""
+        self._seq += 1
+        live._due_seq = self._seq
+        heapq.heappush(self._due, (when, self._seq, live))
+        if when < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = when
+            self._timer = self.loop.call_at(when, self._fire)
+
+    def _fire(self) -> None:
+        self._timer, self._timer_at = None, math.inf
+        due = self._due
+        until = self.loop.time() + self.slack
+        while due and due[0][0] <= until:
+            _, seq, live = heapq.heappop(due)
+            if live._due_seq == seq:
+                live._start_write()
+        if due:
+            self._timer_at = due[0][0]
+            self._timer = self.loop.call_at(self._timer_at, self._fire)
+
+
 class LiveTurn:
     """One running turn: the events produced so far, and a wake-up for readers."""
 
     def __init__(
-        self, turn: Turn, log: TurnLog | None = None, policy: LogPolicy | None = None
+        self,
+        turn: Turn,
+        log: TurnLog | None = None,
+        policy: LogPolicy | None = None,
+        flusher: _Flusher | None = None,
     ) -> None:
         self.turn = turn
+        # Plain attributes, not properties: every event's id is made of them.
+        self.session_id = turn.session_id
+        self.turn_id = turn.turn_id
         self.events: list[Event] = []
         self.finished = False
         self.stop_requested = False
         self.flushed = 0  # events stored in the log
         self._log = log
         self._policy = policy or LogPolicy()
-        self._waiter: asyncio.Future[None] | None = None
+        # One future per waiting reader: set directly by `_wake`, no shared future to shield.
+        self._waiters: list[asyncio.Future[None]] = []
         self._scope: anyio.CancelScope | None = None
         self._task: asyncio.Task[None] | None = None
-        self._pending = asyncio.Event()  # an event is waiting to be flushed
-        self._full = asyncio.Event()  # a batch is full, or the turn ended: flush now
-
-    @property
-    def turn_id(self) -> str:
-        return self.turn.turn_id
-
-    @property
-    def session_id(self) -> str:
-        return self.turn.session_id
+        # The turn log, written by `_write` tasks that `_flusher` (or a full batch) starts.
+        if log is not None and flusher is None:
+            flusher = _Flusher(asyncio.get_running_loop())
+        self._flusher = flusher if log is not None else None
+        self._due_seq = 0  # the flusher's entry for this turn that counts
+        self._batch_due: float | None = None  # loop time the oldest unwritten event is due
+        self._writing: asyncio.Task[None] | None = None
+        self._logged: asyncio.Future[None] | None = None  # done: the log takes no more writes
+        if self._flusher is not None:
+            self._logged = self._flusher.loop.create_future()
+            self._flusher.schedule(self, self._flusher.loop.time() + self._policy.heartbeat_seconds)
 
     def _publish(self, event: Event) -> None:
         self.events.append(event)
-        self._wake()
-        self._pending.set()
-        if isinstance(event, TERMINAL_EVENTS) or (
-            len(self.events) - self.flushed >= self._policy.flush_events
+        if self._waiters:
+            self._wake()
+        flusher = self._flusher
+        if flusher is None:
+            return
+        if self._batch_due is None:
+            self._batch_due = flusher.loop.time() + self._policy.flush_seconds
+            if self._writing is None:
+                flusher.schedule(self, self._batch_due)
+        if self._writing is None and (
+            isinstance(event, TERMINAL_EVENTS)
+            or len(self.events) - self.flushed >= self._policy.flush_events
         ):
-            self._full.set()
+            self._start_write()
+        # A write in flight looks at what waits when it is done.
 
-    async def _flush_loop(self) -> None:
-        """Write the events to the log in batches until the terminal one is stored.
+    def _start_write(self) -> None:
+        if self._writing is not None or self._flusher is None:
+            return
+        self._due_seq = 0
+        self._writing = self._flusher.loop.create_task(self._write())
 
-        Never holds the producer: it only reads `events`. A failed write is retried at the next
-        round (the batch grows); a turn declared lost elsewhere is stopped here.
+    async def _write(self) -> None:
+        """Write the waiting events in batches while a full batch (or the end) waits, then
+        arrange the next write: when the oldest left is due, or a heartbeat.
+
+        Never holds the producer: it only reads `events`. A failed write is retried (the batch
+        grows); a turn declared lost elsewhere is stopped here.
         """
-        log, policy = self._log, self._policy
-        assert log is not None
+        log, policy, flusher = self._log, self._policy, self._flusher
+        assert log is not None and flusher is not None
         failures = 0
-        while True:
-            # asyncio.timeout, not anyio's cancel scopes: this runs for every batch of every
-            # turn, and a scope costs several times more.
-            if len(self.events) == self.flushed and not self._ended():
-                await _wait(self._pending, policy.heartbeat_seconds)
-            waiting = len(self.events) - self.flushed
-            if not self._ended() and 0 < waiting < policy.flush_events:
-                await _wait(self._full, policy.flush_seconds)
-            self._pending.clear()
-            self._full.clear()
-            first = self.flushed + 1
-            batch = self._next_batch()
-            final = self._ended() and self.flushed + len(batch) == len(self.events)
-            try:
-                stop = await log.append(
-                    self.turn.session_id,
-                    self.turn_id,
-                    first,
-                    batch,
-                    now=time.time(),
-                    lease_seconds=policy.lease_seconds,
-                    final=final,
-                )
-            except TurnLost:
-                logger.warning("the turn was declared lost; stopping it")
-                self.turn.lost = True
-                self.stop()
-                return
-            except Exception as exc:
-                failures += 1
-                logger.warning("could not write the turn log: %s", type(exc).__name__)
-                if final and failures >= policy.final_flush_tries:
+        try:
+            while True:
+                first = self.flushed + 1
+                batch = self._next_batch()
+                left = len(self.events) - self.flushed - len(batch)
+                # Events published from now on are due `flush_seconds` after the first of them;
+                # any a batch left behind are due already.
+                self._batch_due = flusher.loop.time() if left else None
+                final = self._ended() and not left
+                try:
+                    stop = await log.append(
+                        self.turn.session_id,
+                        self.turn_id,
+                        first,
+                        batch,
+                        now=time.time(),
+                        lease_seconds=policy.lease_seconds,
+                        final=final,
+                    )
+                except TurnLost:
+                    logger.warning("the turn was declared lost; stopping it")
+                    self.turn.lost = True
+                    self.stop()
+                    self._close_log()
                     return
-                await anyio.sleep(min(0.1 * failures, policy.heartbeat_seconds))
-                continue
-            failures = 0
-            self.flushed += len(batch)
-            if final:
-                return
-            if stop:
-                self.stop()
-            if len(self.events) - self.flushed >= policy.flush_events:
-                self._full.set()  # a batch was cut short by its size: the rest goes now
+                except Exception as exc:
+                    failures += 1
+                    logger.warning("could not write the turn log: %s", type(exc).__name__)
+                    if final and failures >= policy.final_flush_tries:
+                        self._close_log()
+                        return
+                    await anyio.sleep(min(0.1 * failures, policy.heartbeat_seconds))
+                    continue
+                failures = 0
+                self.flushed += len(batch)
+                if final:
+                    self._close_log()
+                    return
+                if stop:
+                    self.stop()
+                waiting = len(self.events) - self.flushed
+                if not (self._ended() or waiting >= policy.flush_events):
+                    break
+        except BaseException:
+            self._close_log()  # a bug or a cancelled task: nobody waits on it for ever
+            raise
+        finally:
+            self._writing = None
+        if waiting:
+            due = self._batch_due
+            flusher.schedule(self, flusher.loop.time() if due is None else due)
+        else:
+            flusher.schedule(self, flusher.loop.time() + policy.heartbeat_seconds)
+
+    def _close_log(self) -> None:
+        self._flusher = None
+        self._due_seq = 0
+        if self._logged is not None and not self._logged.done():
+            self._logged.set_result(None)
 
     def _next_batch(self) -> list[Any]:
         """The encoded events waiting, up to `flush_events` of them and about `batch_bytes`
@@ -154,27 +242,28 @@ class LiveTurn:
         return batch
 
     def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
     async def follow(self, after: int = 0) -> AsyncIterator[tuple[int, Event]]:
         """Every event after the first `after`, as `(position, event)` from 1; the last is terminal.
 
-        Readers share one future per wake-up and never hold the producer: a reader that stops
-        iterating only stops itself.
+        Each waiting reader has a future of its own, so one cancelled while waiting cancels
+        only itself; a reader that stops iterating never holds the producer.
         """
         position = after
+        events = self.events
         while True:
-            while position < len(self.events):
+            while position < len(events):
                 position += 1
-                yield position, self.events[position - 1]
+                yield position, events[position - 1]
             if self.finished:
                 return
-            if self._waiter is None:
-                self._waiter = asyncio.get_running_loop().create_future()
-            # shield: a reader cancelled while waiting must not cancel the shared future.
-            await asyncio.shield(self._waiter)
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            await waiter
 
     async def wait_finished(self) -> None:
         if self._task is not None:
@@ -190,18 +279,15 @@ class LiveTurn:
         return True
 
     async def _produce(self, on_finish: OnFinish | None) -> None:
-        flusher: asyncio.Task[None] | None = None
-        if self._log is not None:
-            flusher = asyncio.get_running_loop().create_task(self._flush_loop())
         try:
             await self._run_turn(on_finish)
         finally:
-            if flusher is not None:
+            if self._logged is not None:
                 with anyio.CancelScope(shield=True):
                     # The last batch is stored before the turn counts as finished (on Lambda,
                     # before the invocation's response ends and the instance is frozen).
-                    self._full.set()
-                    await flusher
+                    self._start_write()
+                    await self._logged
 
     async def _run_turn(self, on_finish: OnFinish | None) -> None:
         started = time.monotonic()
@@ -252,12 +338,6 @@ class LiveTurn:
         return bool(self.events) and isinstance(self.events[-1], TERMINAL_EVENTS)
 
 
-async def _wait(event: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
-
-
 def _size(encoded: Any) -> int:
     return len(dump_events([encoded]).encode("utf-8"))
 
@@ -276,6 +356,7 @@ class LiveTurns:
         self._log = log
         self.policy = policy or LogPolicy()
         self._running: dict[str, LiveTurn] = {}
+        self._flusher: _Flusher | None = None
 
     async def start(self, turn: Turn) -> LiveTurn:
         """Open the turn in the log (readers elsewhere can find it from now on) and run it."""
@@ -290,7 +371,7 @@ class LiveTurns:
             except BaseException:
                 await turn.abandon()
                 raise
-        live = LiveTurn(turn, self._log, self.policy)
+        live = LiveTurn(turn, self._log, self.policy, self._flusher_here())
         self._running[turn.session_id] = live
         task = asyncio.get_running_loop().create_task(self._run(live))
         live._task = task
@@ -302,6 +383,15 @@ class LiveTurns:
         finally:
             if self._running.get(live.session_id) is live:
                 del self._running[live.session_id]
+
+    def _flusher_here(self) -> _Flusher | None:
+        """The flusher of the running loop (a test may run one LiveTurns on several)."""
+        if self._log is None:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._flusher is None or self._flusher.loop is not loop:
+            self._flusher = _Flusher(loop)
+        return self._flusher
 
     def running(self, session_id: str) -> LiveTurn | None:
         return self._running.get(session_id)

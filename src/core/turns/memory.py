@@ -9,6 +9,8 @@ from core.sessions.rules import expires_at
 from core.turns.codec import dump_events, load_events
 from core.turns.log import Encoded, TurnLost, TurnRead, TurnRecord
 
+_SWEEP_SECONDS = 60.0
+
 
 @dataclass
 class _Turn:
@@ -26,6 +28,7 @@ class MemoryTurnLog:
         self._ttl = ttl_seconds
         self._turns: dict[tuple[str, str], _Turn] = {}
         self._claims: dict[str, tuple[str, float]] = {}
+        self._next_sweep = 0.0
 
     def _live(self, session_id: str, turn_id: str, now: float) -> _Turn | None:
         turn = self._turns.get((session_id, turn_id))
@@ -34,9 +37,12 @@ class MemoryTurnLog:
     async def open(
         self, session_id: str, turn_id: str, *, now: float, lease_seconds: float
     ) -> None:
-        # Expired turns are swept here, so the process does not keep every turn it ran.
-        for key in [k for k, t in self._turns.items() if t.expires_at <= now]:
-            del self._turns[key]
+        # Expired turns are swept here, so the process does not keep every turn it ran; at
+        # most once a minute, not at every turn (a sweep looks at every turn kept).
+        if now >= self._next_sweep:
+            self._next_sweep = now + min(self._ttl, _SWEEP_SECONDS)
+            for key in [k for k, t in self._turns.items() if t.expires_at <= now]:
+                del self._turns[key]
         record = TurnRecord(session_id, turn_id, "running", now + lease_seconds)
         self._turns[(session_id, turn_id)] = _Turn(record, expires_at(now, self._ttl))
 
@@ -57,13 +63,17 @@ class MemoryTurnLog:
         if events:
             turn.batches.append((first, first + len(events) - 1, dump_events(list(events))))
         turn.expires_at = expires_at(now, self._ttl)
-        turn.record = replace(
-            turn.record,
-            lease_until=now + lease_seconds,
-            state="finished" if final else "running",
-            end=first + len(events) - 1 if final else None,
+        stop = turn.record.stop_requested
+        # Built whole, not with dataclasses.replace: this runs for every batch of every turn.
+        turn.record = TurnRecord(
+            session_id,
+            turn_id,
+            "finished" if final else "running",
+            now + lease_seconds,
+            stop,
+            first + len(events) - 1 if final else None,
         )
-        return turn.record.stop_requested
+        return stop
 
     async def read(
         self, session_id: str, turn_id: str, *, after: int, now: float
