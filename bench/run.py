@@ -45,7 +45,10 @@ from bench.servers import HOST, ROOT, Server, Servers, app_env, http, wait_ready
 
 RESULTS = ROOT / "bench" / "results" / "latest.json"
 COLD_RESULTS = ROOT / "bench" / "results" / "cold-start.json"
-STAMP = re.compile(rb'"(\d+) "')  # a stamp token, in `"content":"…"` and in `"token": "…"`
+STAMP = re.compile(rb'"(\d+) "')
+SESSION = re.compile(
+    rb'"session": "([A-Za-z0-9_-]{22})"'
+)  # in the `started` event  # a stamp token, in `"content":"…"` and in `"token": "…"`
 RELAY_END = b'"lifecycle": "done"'
 DIRECT_END = b"data: [DONE]"
 MS = 1_000_000  # ns per ms
@@ -94,6 +97,7 @@ class Stream(asyncio.Protocol):
         self.error: str | None = None
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
+        self.session: str | None = None  # from the `started` event, when relayed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -111,6 +115,8 @@ class Stream(asyncio.Protocol):
             return
         events = bytes(buffer[:end])
         del buffer[: end + 2]
+        if self.session is None and (found := SESSION.search(events)):
+            self.session = found.group(1).decode()
         for match in STAMP.finditer(events):
             self.latencies.append(now - int(match.group(1)))
             self.received.append(now)
@@ -159,11 +165,18 @@ def direct_request(port: int) -> bytes:
 
 
 async def open_stream(
-    port: int, request: bytes, end: bytes, start_in: float, timeout: float
+    port: int,
+    request: bytes,
+    end: bytes,
+    start_in: float,
+    timeout: float,
+    opened: list[Stream] | None = None,
 ) -> Stream:
     await asyncio.sleep(start_in)
     loop = asyncio.get_running_loop()
     stream = Stream(request, end)
+    if opened is not None:
+        opened.append(stream)
     try:
         await loop.create_connection(lambda: stream, HOST, port)
     except OSError as exc:
@@ -404,8 +417,11 @@ async def measure_memory(bench: Bench, streams: int) -> dict[str, Any]:
     idle = statistics.median([rss_kb(bench.app.pid) for _ in range(5)])
     bench.script({"stamp": True, "count": 1, "delay_ms": 60_000, "times": streams})
     request = relay_request(bench.app.port)
+    clients: list[Stream] = []
     tasks = [
-        asyncio.create_task(open_stream(bench.app.port, request, RELAY_END, i * 0.002, 90))
+        asyncio.create_task(
+            open_stream(bench.app.port, request, RELAY_END, i * 0.002, 90, opened=clients)
+        )
         for i in range(streams)
     ]
     opened = 0
@@ -417,8 +433,14 @@ async def measure_memory(bench: Bench, streams: int) -> dict[str, Any]:
             break
     await asyncio.sleep(0.3)
     loaded = statistics.median([rss_kb(bench.app.pid) for _ in range(5)])
+    # A client that leaves does not end its turn (it is durable): Stop does, as the page's
+    # button would. Otherwise 200 turns waiting a minute for a token would run on into the
+    # next measurements.
+    for stream in clients:
+        if stream.session is not None:
+            http("POST", bench.app.port, f"/sessions/{stream.session}/stop")
     for task in tasks:
-        task.cancel()  # the client goes away: each turn ends "interrupted"
+        task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
     for _ in range(75):  # the app closes its upstream responses in turn (15 s at most)
         if not upstream_open(bench):

@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             expose_headers=["retry-after"],
             max_age=600,
         )
-    app.include_router(router)
+    app.include_router(router())
     # The page references its files relatively (main.js next to index.html), so any static host
     # can serve it too (pointed here with ?api=); served here they sit at the root, after every
     # route.

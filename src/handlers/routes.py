@@ -26,8 +26,6 @@ SSE_DOC: dict[int | str, dict[str, Any]] = {
     }
 }
 
-router = APIRouter()
-
 
 def relay_of(request: Request) -> Relay:
     """The app's relay (set by `create_app`)."""
@@ -48,7 +46,6 @@ class ChatBody(BaseModel):
     role: StrictStr | None = None
 
 
-@router.get("/chat", responses=SSE_DOC, tags=["chat"])
 async def chat_get(
     request: Request,
     relay: RelayDep,
@@ -64,7 +61,6 @@ async def chat_get(
     return await relay.respond(await relay.start(request, prompt, session, role))
 
 
-@router.post("/chat", responses=SSE_DOC, tags=["chat"])
 async def chat_post(request: Request, relay: RelayDep, body: ChatBody) -> Response:
     """The same stream for fetch() and long prompts; a repeated `Idempotency-Key` joins the
     first request's turn (replayed from its start) for 10 minutes."""
@@ -75,7 +71,6 @@ async def chat_post(request: Request, relay: RelayDep, body: ChatBody) -> Respon
     return await relay.respond(turn)
 
 
-@router.get("/sessions/{session_id}", tags=["sessions"])
 async def get_session(
     relay: RelayDep,
     session_id: str,
@@ -97,7 +92,6 @@ async def get_session(
     }
 
 
-@router.get("/sessions/{session_id}/stream", responses=SSE_DOC, tags=["sessions"])
 async def session_stream(
     request: Request, relay: RelayDep, session_id: str, after: str | None = None
 ) -> Response:
@@ -110,22 +104,18 @@ async def session_stream(
     return await relay.join_session(session_id)
 
 
-@router.post("/sessions/{session_id}/stop", tags=["sessions"])
 async def stop_session(relay: RelayDep, session_id: str) -> Response:
     """Stop the session's running turn wherever it runs: 202 if one was running, 204 if none."""
     stopped = await relay.stop(check_session_id(session_id))
     return Response(status_code=202 if stopped else 204)
 
 
-@router.delete("/sessions/{session_id}", status_code=204, tags=["sessions"])
 async def delete_session(relay: RelayDep, session_id: str) -> Response:
     """Forget a session."""
     await relay.services.sessions.delete(check_session_id(session_id), now=time.time())
     return Response(status_code=204)
 
 
-@router.head("/healthz", include_in_schema=False)
-@router.get("/healthz", tags=["ops"])
 async def healthz(relay: RelayDep) -> dict[str, Any]:
     """Liveness, and what answers: the model's name and whether it is the simulated one."""
     model = relay.services.model
@@ -137,9 +127,37 @@ async def healthz(relay: RelayDep) -> dict[str, Any]:
     }
 
 
-@router.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
 async def page() -> FileResponse:
     return FileResponse(str(STATIC_DIR.joinpath("index.html")), media_type="text/html")
+
+
+def router() -> APIRouter:
+    """The route table. Built with the app, not at import: FastAPI analyses each signature as
+    a route is added, which is work a cold start need not do twice."""
+    routes = APIRouter()
+    add = routes.add_api_route
+    add("/chat", chat_get, methods=["GET"], responses=SSE_DOC, tags=["chat"])
+    add("/chat", chat_post, methods=["POST"], responses=SSE_DOC, tags=["chat"])
+    add("/sessions/{session_id}", get_session, methods=["GET"], tags=["sessions"])
+    add(
+        "/sessions/{session_id}/stream",
+        session_stream,
+        methods=["GET"],
+        responses=SSE_DOC,
+        tags=["sessions"],
+    )
+    add("/sessions/{session_id}/stop", stop_session, methods=["POST"], tags=["sessions"])
+    add(
+        "/sessions/{session_id}",
+        delete_session,
+        methods=["DELETE"],
+        status_code=204,
+        tags=["sessions"],
+    )
+    add("/healthz", healthz, methods=["GET"], tags=["ops"])
+    add("/healthz", healthz, methods=["HEAD"], include_in_schema=False)
+    add("/", page, methods=["GET", "HEAD"], include_in_schema=False)
+    return routes
 
 
 def _cursor(before: str | None) -> int | None:
