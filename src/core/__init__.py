@@ -1,5 +1,6 @@
-"""The shared core: typed events, the chat turn / agent loop, ports, settings and adapters.
+"""The shared core: typed events, the chat turn and agent loop, ports and their adapters.
 
-Domain modules (events, messages, errors, ports, chat, tools) import no FastAPI, boto3,
-httpx or os.environ; only the adapter modules touch I/O.
+Feature folders (chat, turns, model, tools, sessions, quota, aws), each port beside its
+adapters. Domain modules import no FastAPI, botocore, httpx or os.environ (`settings` alone
+reads the environment); only the adapter modules touch I/O.
 """

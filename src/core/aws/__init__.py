@@ -1,0 +1,1 @@
+"""What the DynamoDB adapters share: the table, its client, botocore's retry mode."""

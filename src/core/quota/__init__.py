@@ -1,0 +1,1 @@
+"""Rate limits and token budgets: the RateLimiter port, memory and DynamoDB adapters."""

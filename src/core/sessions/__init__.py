@@ -1,0 +1,1 @@
+"""Conversations: the SessionStore port, its rules, and memory, SQLite and DynamoDB adapters."""
