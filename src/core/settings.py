@@ -92,11 +92,19 @@ class Settings(BaseSettings):
     # Set by Lambda itself: where its request context and deadline headers can be trusted.
     aws_lambda_function_name: str | None = None
 
-    # AWS credentials, read only so that their values are redacted wherever they might show
-    # (boto3 finds them by itself).
+    # AWS credentials (Lambda sets all three), also redacted wherever they might show.
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
+    # Where the DynamoDB client connects (core.aws.config, the SDK's own variables). What is
+    # not set here comes from botocore's configuration chain (profiles, SSO, instance roles).
+    aws_region: str | None = None
+    aws_default_region: str | None = None
+    aws_endpoint_url_dynamodb: str | None = None
+    aws_endpoint_url: str | None = None
+    aws_ignore_configured_endpoint_urls: bool = False
+    aws_use_fips_endpoint: bool = False
+    aws_use_dualstack_endpoint: bool = False
 
     # The built-in simulator (used when no API key is configured).
     simulator_token_delay_ms: float = Field(default=25.0, ge=0)

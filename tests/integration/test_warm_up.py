@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from pathlib import Path
 
 import boto3
 import pytest
-from botocore.loaders import Loader
 
-from core.aws.dynamodb import DynamoDBTable, _dynamodb_only_loader, make_client
+from core.aws.client import DynamoDBError
+from core.aws.dynamodb import DynamoDBTable
+from core.errors import StoreError
 from core.settings import Settings
 from handlers.container import Services, build_services, warm_up
 from tests.dynamodb_table import create_table_from_template
@@ -76,7 +76,7 @@ async def test_a_failed_warm_up_is_logged_without_the_secret_and_does_not_stop_s
     assert SECRET_VALUE not in caplog.text
 
 
-async def test_the_tables_own_client_reaches_dynamodb_and_loads_only_its_model(
+async def test_the_tables_own_client_reaches_dynamodb_configured_by_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # GIVEN DynamoDB (moto) configured through the environment, as on Lambda
@@ -85,10 +85,11 @@ async def test_the_tables_own_client_reaches_dynamodb_and_loads_only_its_model(
     name = f"sessions-{uuid.uuid4().hex}"
     create_table_from_template(boto3.client("dynamodb"), name)
     table = DynamoDBTable(name)
-    # WHEN the table builds its client (botocore's session, the DynamoDB-only data loader)
+    # WHEN the table builds its client
     client = table.client()
-    # THEN it reads and writes the table, its errors are modelled, and its loader never had to
-    # list every service botocore ships
+    # THEN it connects where the environment says, reads and writes the table, and a failed
+    # condition comes back as DynamoDB's own error
+    assert (client.endpoint, client.region) == (endpoint, "us-east-1")
     await table.call(
         lambda c: c.put_item(TableName=name, Item={"pk": {"S": "a"}, "sk": {"S": "b"}})
     )
@@ -96,25 +97,20 @@ async def test_the_tables_own_client_reaches_dynamodb_and_loads_only_its_model(
         lambda c: c.get_item(TableName=name, Key={"pk": {"S": "a"}, "sk": {"S": "b"}})
     )
     assert item["Item"]["pk"] == {"S": "a"}
-    with pytest.raises(client.exceptions.ConditionalCheckFailedException):
+    with pytest.raises(DynamoDBError) as caught:
         client.put_item(
             TableName=name,
             Item={"pk": {"S": "a"}, "sk": {"S": "b"}},
             ConditionExpression="attribute_not_exists(pk)",
         )
-    loader = _dynamodb_only_loader()
-    assert loader is not None
-    assert loader.list_available_services("service-2") == ["dynamodb"]
+    assert caught.value.code == "ConditionalCheckFailedException"
     await table.aclose()
 
 
-def test_a_botocore_the_view_does_not_cover_gets_its_own_loader(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+async def test_an_unreachable_dynamodb_is_a_store_error_after_the_retries(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # GIVEN a data view in which botocore finds no DynamoDB model
-    use_fake_aws(monkeypatch, "http://127.0.0.1:9")
-    empty = Loader(extra_search_paths=[str(tmp_path)], include_default_search_paths=False)
-    # WHEN the client is built through it
-    client = make_client(data_loader=empty)
-    # THEN botocore's default loader built it
-    assert client.meta.service_model.service_name == "dynamodb"
+    use_fake_aws(monkeypatch, "http://127.0.0.1:9")  # the discard port: nothing listens
+    table = DynamoDBTable("sessions", max_attempts=2)
+    with pytest.raises(StoreError, match="unavailable"):
+        await table.call(lambda c: c.get_item(TableName="sessions", Key={}))

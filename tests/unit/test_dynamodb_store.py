@@ -1,5 +1,5 @@
-"""DynamoDB store failure paths over scripted HTTP answers (no sockets): botocore's own retry
-mode runs as it does against the service. The happy paths run against moto in
+"""DynamoDB store failure paths over scripted HTTP answers (no sockets): the client's retries
+(botocore's standard mode) run as they do against the service. The happy paths run against moto in
 tests/integration/test_store_contract.py.
 """
 
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from botocore.exceptions import ClientError
 
+from core.aws.client import DynamoDBError
 from core.errors import SessionConflict, SessionNotFound, StoreError
 from core.model.messages import Message
 from core.sessions.dynamodb import DynamoDBSessionStore
@@ -41,7 +41,7 @@ def query_page() -> dict[str, Any]:
     return {"Items": [META], "Count": 1, "ScannedCount": 1}
 
 
-async def test_throttled_query_is_retried_by_botocore_then_succeeds(
+async def test_throttled_query_is_retried_then_succeeds(
     scripted: tuple[DynamoDBSessionStore, ScriptedDynamoDB],
 ) -> None:
     store, dynamodb = scripted
@@ -64,9 +64,9 @@ async def test_persistent_throttling_gives_a_clear_error_after_the_last_try(
     started = time.monotonic()
     with pytest.raises(StoreError, match="session store is busy; try again") as caught:
         await store.load(SID, now=NOW)
-    # botocore's throttling backoff: at most 1 s, then at most 2 s (full jitter)
+    # the standard mode's throttling backoff: at most 1 s, then at most 2 s (full jitter)
     assert time.monotonic() - started < 3.5
-    assert isinstance(caught.value.__cause__, ClientError)
+    assert isinstance(caught.value.__cause__, DynamoDBError)
     assert dynamodb.calls == ["Query"] * 3  # three tries, no fourth
 
 
@@ -99,7 +99,7 @@ async def test_taken_sequence_is_a_conflict_and_not_retried(
     messages = [Message(role="user", content="q"), Message(role="assistant", content="a")]
     with pytest.raises(SessionConflict) as caught:
         await store.append(SID, messages, seq=3, now=NOW)
-    assert isinstance(caught.value.__cause__, ClientError)
+    assert isinstance(caught.value.__cause__, DynamoDBError)
     assert dynamodb.calls == ["TransactWriteItems"]
 
 

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
-
-from core.aws.dynamodb import DynamoDBTable, error_code
+from core.aws.client import DynamoDBError
+from core.aws.dynamodb import DynamoDBTable
 from core.errors import StoreError
 from core.quota.port import (
     DAY,
@@ -88,8 +87,8 @@ class DynamoDBRateLimiter:
                     },
                 )
             )
-        except ClientError as exc:
-            if error_code(exc) != "ConditionalCheckFailedException":
+        except DynamoDBError as exc:
+            if exc.code != "ConditionalCheckFailedException":
                 raise StoreError("rate limiter failed") from exc
             check_request_count(self._per_minute + 1, self._per_minute, now)
 

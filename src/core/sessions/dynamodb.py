@@ -2,7 +2,7 @@
 
 Table (template.yaml `SessionsTable`): pk = session id, sk = "meta" or "m#" + 10-digit sequence,
 TTL attribute `expires_at` (epoch seconds). The app never creates the table or changes its TTL.
-Every boto3 call runs in a worker thread (`anyio.to_thread.run_sync`), off the event loop.
+Every DynamoDB call runs in a worker thread (`anyio.to_thread.run_sync`), off the event loop.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, TypeVar, cast
 
 import anyio
 import anyio.to_thread
-from botocore.exceptions import ClientError
 
-from core.aws.dynamodb import TTL_ATTRIBUTE, DynamoDBTable, cancellation_reasons, retry_delay
+from core.aws.client import DynamoDBClient, DynamoDBError, retry_delay
+from core.aws.dynamodb import TTL_ATTRIBUTE, DynamoDBTable
 from core.errors import SessionBusy, SessionConflict, SessionNotFound, StoreError
 from core.model.messages import Message, Role, Status
 from core.sessions.port import Page, Session
@@ -31,7 +31,6 @@ from core.sessions.rules import (
 )
 
 if TYPE_CHECKING:
-    from mypy_boto3_dynamodb import DynamoDBClient
     from mypy_boto3_dynamodb.type_defs import (
         AttributeValueTypeDef,
         BatchWriteItemOutputTypeDef,
@@ -60,7 +59,7 @@ class DynamoDBSessionStore:
     """Sessions in a DynamoDB table, written with conditional puts in one transaction per append.
 
     `table` is the table and its client, shared with the other adapters that keep items in it
-    (quotas); given only a name (and optionally a boto3 `client`), the store makes its own.
+    (quotas); given only a name (and optionally a DynamoDB `client`), the store makes its own.
     """
 
     def __init__(
@@ -109,7 +108,7 @@ class DynamoDBSessionStore:
                     ExpressionAttributeValues={":now": {"N": _number(now)}},
                 )
             )
-        except ClientError as exc:
+        except DynamoDBError as exc:
             raise SessionConflict("session id already exists") from exc
 
     async def load(self, session_id: str, *, now: float, limit: int | None = None) -> Session:
@@ -227,7 +226,7 @@ class DynamoDBSessionStore:
                     },
                 )
             )
-        except ClientError as exc:
+        except DynamoDBError as exc:
             meta = await self._call(
                 lambda client: client.get_item(
                     TableName=self._table, Key=self._meta_key(session_id), ConsistentRead=True
@@ -241,7 +240,7 @@ class DynamoDBSessionStore:
     async def unlock(self, session_id: str, *, owner: str) -> None:
         # A failed condition means someone else's lease (ours lapsed and was taken) or no
         # session: there is nothing of ours to release.
-        with contextlib.suppress(ClientError):
+        with contextlib.suppress(DynamoDBError):
             await self._call(
                 lambda client: client.update_item(
                     TableName=self._table,
@@ -285,8 +284,8 @@ class DynamoDBSessionStore:
             await self._call(
                 lambda client: client.transact_write_items(TransactItems=[meta_update, *puts])
             )
-        except ClientError as exc:
-            codes = [reason.get("Code") for reason in cancellation_reasons(exc)]
+        except DynamoDBError as exc:
+            codes = [reason.get("Code") for reason in exc.cancellation_reasons]
             if codes and codes[0] == "ConditionalCheckFailed":
                 raise SessionNotFound(session_id) from exc
             if any(code in ("ConditionalCheckFailed", "TransactionConflict") for code in codes):
@@ -307,7 +306,7 @@ class DynamoDBSessionStore:
                     ExpressionAttributeValues={":now": {"N": _number(now)}},
                 )
             )
-        except ClientError as exc:
+        except DynamoDBError as exc:
             raise SessionNotFound(session_id) from exc
         keys = await self._query(session_id, newest_first=False, wanted=None, keys_only=True)
         for start in range(0, len(keys), _BATCH_SIZE):
@@ -317,8 +316,8 @@ class DynamoDBSessionStore:
         requests: list[WriteRequestTypeDef] = [
             {"DeleteRequest": {"Key": {"pk": key["pk"], "sk": key["sk"]}}} for key in keys
         ]
-        # DynamoDB answers a partly throttled batch with the rest to send again; botocore does
-        # not resend those, so this does, with botocore's backoff between tries.
+        # DynamoDB answers a partly throttled batch with the rest to send again; the client does
+        # not resend those, so this does, with the client's backoff between tries.
         for attempt in range(self.table.max_attempts):
             if attempt:
                 await anyio.sleep(retry_delay(attempt))

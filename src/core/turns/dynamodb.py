@@ -16,8 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
-from botocore.exceptions import ClientError
-
+from core.aws.client import DynamoDBError
 from core.aws.dynamodb import TTL_ATTRIBUTE, DynamoDBTable
 from core.sessions.rules import expires_at
 from core.turns.codec import dump_events, load_events
@@ -111,7 +110,7 @@ class DynamoDBTurnLog:
                     ReturnValues="ALL_NEW",
                 )
             )
-        except ClientError as exc:
+        except DynamoDBError as exc:
             raise TurnLost(turn_id) from exc
         return bool(answer.get("Attributes", {}).get("stop", {}).get("BOOL", False))
 
@@ -212,7 +211,7 @@ class DynamoDBTurnLog:
                     ExpressionAttributeValues=values,
                 )
             )
-        except ClientError:
+        except DynamoDBError:
             return False
         return True
 
@@ -236,7 +235,7 @@ class DynamoDBTurnLog:
                     )
                 )
                 return None
-            except ClientError:
+            except DynamoDBError:
                 answer = await self._call(
                     lambda c: c.get_item(
                         TableName=self._table, Key=self._claim_key(key), ConsistentRead=True
@@ -258,7 +257,7 @@ class DynamoDBTurnLog:
                     ExpressionAttributeValues={":v": {"S": value}},
                 )
             )
-        except ClientError:
+        except DynamoDBError:
             return
 
     async def _query(self, request: QueryInputTypeDef) -> list[Item]:
