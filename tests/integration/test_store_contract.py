@@ -122,6 +122,43 @@ async def test_create_refuses_a_live_id_but_replaces_an_expired_one(
     assert (session.title, session.messages) == ("reborn", ())
 
 
+async def test_a_session_created_with_its_first_messages_holds_them_and_its_lease(
+    store: SessionStore,
+) -> None:
+    # GIVEN a new session created leased to "a" and holding the first prompt (a new session's
+    # first turn, in one write)
+    sid = new_session_id()
+    await store.create(
+        sid, title="Hi", now=T0, owner="a", lease_seconds=30, messages=[user("hi"), user("again")]
+    )
+    # THEN it loads with them, counts them, appends after them, and is a's until released
+    session = await store.load(sid, now=T0 + 1)
+    assert [m.content for m in session.messages] == ["hi", "again"]
+    assert session.next_seq == 2
+    assert await store.append(sid, [assistant("hello")], seq=2, now=T0 + 1) == 3
+    with pytest.raises(SessionBusy):
+        await store.lock(sid, owner="b", now=T0 + 10, lease_seconds=30)
+
+
+async def test_create_with_messages_under_a_live_id_changes_nothing(
+    store: SessionStore, session_id: str
+) -> None:
+    with pytest.raises(SessionConflict):
+        await store.create(session_id, title="again", now=T0 + 1, messages=[user("lost?")])
+    session = await store.load(session_id, now=T0 + 1)
+    assert (session.title, session.messages, session.next_seq) == ("First prompt", (), 0)
+
+
+async def test_create_refuses_a_too_large_first_message_and_writes_nothing(
+    store: SessionStore,
+) -> None:
+    sid = new_session_id()
+    with pytest.raises(MessageTooLarge):
+        await store.create(sid, title="big", now=T0, messages=[user("x" * (MAX_MESSAGE_BYTES + 1))])
+    with pytest.raises(SessionNotFound):
+        await store.load(sid, now=T0)
+
+
 # --- append ------------------------------------------------------------------------------------
 
 

@@ -81,7 +81,7 @@ def test_reply_not_saved_once_gives_an_error_event_keeps_the_text_and_frees_the_
     store = FlakyStore()
     url = live_app(settings_for(simulator), sessions=store).url
     simulator.sim.script({"chunks": ["Hel", "lo"]}, {"chunks": ["again"]})
-    store.fail("append", 2)  # 1: the user message, 2: the reply
+    store.fail("append", 1)  # the reply (a new session is created holding the prompt)
     got = turn(http, url, "hi")
     assert got.status == 200 and got.events[0]["lifecycle"] == "started"
     assert got.tokens == ["Hel", "lo"]
@@ -106,7 +106,7 @@ def test_store_down_for_the_rest_of_the_turn_stores_the_prompt_only_and_frees_th
     store = FlakyStore()
     url = live_app(settings_for(simulator), sessions=store).url
     simulator.sim.script({"chunks": ["a", "b"]}, {"chunks": ["ok"]})
-    store.fail("append", *range(2, 10))
+    store.fail("append", *range(1, 10))
     got = turn(http, url, "first")
     assert got.tokens == ["a", "b"] and got.last == {"error": STORE_ERROR_MESSAGE}
     assert contents(store.stored(got.session)) == [("user", "first", "complete")]
@@ -126,7 +126,7 @@ def test_store_failing_on_the_tool_exchange_ends_the_turn_with_a_valid_history(
     url = live_app(settings_for(simulator), sessions=store).url
     call = {"id": "call_1", "name": "calculator", "arguments": '{"expression": "6*7"}'}
     simulator.sim.script({"tool_calls": [call]}, {"chunks": ["next"]})
-    store.fail("append", 2)  # 1: the user message, 2: the tool exchange
+    store.fail("append", 1)  # the tool exchange (the prompt came with the session)
     got = turn(http, url, "6*7?")
     kinds = [next(iter(e)) for e in got.events]
     assert kinds == ["lifecycle", "tool_call", "tool_result", "error"]

@@ -48,7 +48,7 @@ from core.events import (
 from core.model.messages import Message, Status
 from core.model.port import ChatModel, Completion, is_simulated
 from core.sessions.ids import check_session_id, new_session_id, new_turn_id
-from core.sessions.port import Session, SessionStore
+from core.sessions.port import SessionStore
 from core.sessions.rules import MAX_MESSAGE_BYTES, is_valid_unicode, truncate_utf8
 from core.tools.registry import ToolRegistry
 
@@ -125,30 +125,35 @@ async def begin_turn(
     now = wall_clock()
     owner = turn_id or new_turn_id(now)
     lease_seconds = limits.turn_timeout_seconds + 30
-    session: Session | None = None
+    user = Message(role="user", content=prompt, created_at=now)
+    past: Sequence[Message] = ()
     if request.session_id is None:
         session_id = new_session or new_session_id()
-        title = _title(prompt)
-        # Created leased, in one write, under a fresh random id: empty, so there is nothing to
-        # load (two store round trips less before a new session's first byte).
+        # Created leased and holding the prompt, in one write, under a fresh random id: there
+        # is nothing to load, and the prompt needs no append of its own (one store round trip
+        # before a new session's first byte, where a create and an append took two).
         await sessions.create(
-            session_id, title=title, now=now, owner=owner, lease_seconds=lease_seconds
+            session_id,
+            title=_title(prompt),
+            now=now,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            messages=[user],
         )
-        session = Session(session_id, title, now, now, messages=(), next_seq=0)
+        next_seq = 1
     else:
         session_id = check_session_id(request.session_id)
         await sessions.lock(session_id, owner=owner, now=now, lease_seconds=lease_seconds)
-    try:
-        if session is None:
+        try:
             session = await sessions.load(session_id, now=now, limit=limits.history_messages)
-        user = Message(role="user", content=prompt, created_at=now)
-        next_seq = await sessions.append(session_id, [user], seq=session.next_seq, now=now)
-    except SessionConflict as exc:
-        await sessions.unlock(session_id, owner=owner)
-        raise SessionBusy() from exc
-    except BaseException:
-        await sessions.unlock(session_id, owner=owner)
-        raise
+            next_seq = await sessions.append(session_id, [user], seq=session.next_seq, now=now)
+        except SessionConflict as exc:
+            await sessions.unlock(session_id, owner=owner)
+            raise SessionBusy() from exc
+        except BaseException:
+            await sessions.unlock(session_id, owner=owner)
+            raise
+        past = session.messages
     system = (
         [Message(role="system", content=request.system_prompt)] if request.system_prompt else []
     )
@@ -161,7 +166,7 @@ async def begin_turn(
         tools=tools,
         limits=limits,
         system=system,
-        past=split_turns(replayable(session.messages)),
+        past=split_turns(replayable(past)),
         current=[user],
         next_seq=next_seq,
         owner=owner,

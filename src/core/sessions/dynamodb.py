@@ -86,27 +86,55 @@ class DynamoDBSessionStore:
         now: float,
         owner: str | None = None,
         lease_seconds: float = 0.0,
+        messages: Sequence[Message] = (),
     ) -> None:
+        check_appendable(messages)
+        expires = str(expires_at(now, self._ttl))
         item: Item = {
             **self._meta_key(session_id),
             "title": {"S": title},
             "created_at": {"N": _number(now)},
             "updated_at": {"N": _number(now)},
-            "message_count": {"N": "0"},
-            TTL_ATTRIBUTE: {"N": str(expires_at(now, self._ttl))},
+            "message_count": {"N": str(len(messages))},
+            TTL_ATTRIBUTE: {"N": expires},
         }
         if owner is not None:  # the lease `lock` would take, in the same conditional put
             item["lock_owner"] = {"S": owner}
             item["lock_until"] = {"N": _number(now + lease_seconds)}
+        # An expired session that DynamoDB has not deleted yet may be replaced.
+        condition = "attribute_not_exists(pk) OR expires_at <= :now"
+        values: Item = {":now": {"N": _number(now)}}
         try:
-            await self._call(
-                lambda client: client.put_item(
-                    TableName=self._table,
-                    Item=item,
-                    # An expired session that DynamoDB has not deleted yet may be replaced.
-                    ConditionExpression="attribute_not_exists(pk) OR expires_at <= :now",
-                    ExpressionAttributeValues={":now": {"N": _number(now)}},
+            if not messages:
+                await self._call(
+                    lambda client: client.put_item(
+                        TableName=self._table,
+                        Item=item,
+                        ConditionExpression=condition,
+                        ExpressionAttributeValues=values,
+                    )
                 )
+                return
+            # With its first messages: one transaction, and the meta item's condition guards it.
+            meta: TransactWriteItemTypeDef = {
+                "Put": {
+                    "TableName": self._table,
+                    "Item": item,
+                    "ConditionExpression": condition,
+                    "ExpressionAttributeValues": values,
+                }
+            }
+            puts: list[TransactWriteItemTypeDef] = [
+                {
+                    "Put": {
+                        "TableName": self._table,
+                        "Item": _message_item(session_id, seq, m, expires),
+                    }
+                }
+                for seq, m in enumerate(messages)
+            ]
+            await self._call(
+                lambda client: client.transact_write_items(TransactItems=[meta, *puts])
             )
         except DynamoDBError as exc:
             raise SessionConflict("session id already exists") from exc

@@ -43,13 +43,17 @@ class MemorySessionStore:
         now: float,
         owner: str | None = None,
         lease_seconds: float = 0.0,
+        messages: Sequence[Message] = (),
     ) -> None:
+        check_appendable(messages)
         old = self._sessions.get(session_id)
         if old is not None and old.expires_at > now:
             raise SessionConflict("session id already exists")
-        record = _Record(title, now, now, expires_at(now, self._ttl))
+        expires = expires_at(now, self._ttl)
+        record = _Record(title, now, now, expires)
         if owner is not None:
             record.lock_owner, record.lock_until = owner, now + lease_seconds
+        record.messages = {seq: (message, expires) for seq, message in enumerate(messages)}
         self._sessions[session_id] = record
 
     async def load(self, session_id: str, *, now: float, limit: int | None = None) -> Session:

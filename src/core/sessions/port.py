@@ -49,9 +49,11 @@ class SessionStore(Protocol):
         now: float,
         owner: str | None = None,
         lease_seconds: float = 0.0,
+        messages: Sequence[Message] = (),
     ) -> None:
-        """A new, empty session; with `owner`, its turn lease already taken (as `lock` would,
-        in the same write); `SessionConflict` if the id is live."""
+        """A new session holding `messages` at sequence 0, 1, ... (none: empty); with `owner`,
+        its turn lease already taken (as `lock` would). One write: all of it or nothing, and
+        `SessionConflict` if the id is live."""
         ...
 
     async def load(self, session_id: str, *, now: float, limit: int | None = None) -> Session:

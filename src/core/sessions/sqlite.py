@@ -55,6 +55,10 @@ _NO_SEQ = 1 << 62  # above every sequence number
 _MESSAGE_COLUMNS = (
     "role, content, status, created_at, tool_calls, tool_call_id, name, expires_at, reasoning"
 )
+_INSERT_MESSAGE = (
+    f"INSERT INTO messages (session_id, seq, {_MESSAGE_COLUMNS}) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 
 
 class SQLiteSessionStore:
@@ -90,8 +94,11 @@ class SQLiteSessionStore:
         now: float,
         owner: str | None = None,
         lease_seconds: float = 0.0,
+        messages: Sequence[Message] = (),
     ) -> None:
+        check_appendable(messages)
         lock_until = None if owner is None else now + lease_seconds
+        rows = _message_rows(session_id, 0, messages, expires_at(now, self._ttl))
 
         def run(db: sqlite3.Connection) -> None:
             db.execute("BEGIN IMMEDIATE")
@@ -109,9 +116,19 @@ class SQLiteSessionStore:
             db.execute("DELETE FROM sessions WHERE expires_at <= ?", (now,))
             db.execute(
                 "INSERT INTO sessions (id, title, created_at, updated_at, expires_at, "
-                "lock_owner, lock_until) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (session_id, title, now, now, expires_at(now, self._ttl), owner, lock_until),
+                "lock_owner, lock_until, message_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    session_id,
+                    title,
+                    now,
+                    now,
+                    expires_at(now, self._ttl),
+                    owner,
+                    lock_until,
+                    len(rows),
+                ),
             )
+            db.executemany(_INSERT_MESSAGE, rows)
             db.execute("COMMIT")
 
         await self._run(run)
@@ -194,33 +211,14 @@ class SQLiteSessionStore:
     ) -> int:
         check_appendable(messages)
         expires = expires_at(now, self._ttl)
-        rows = [
-            (
-                session_id,
-                seq + offset,
-                m.role,
-                m.content,
-                m.status,
-                m.created_at,
-                encode_tool_calls(m.tool_calls),
-                m.tool_call_id,
-                m.name,
-                expires,
-                m.reasoning,
-            )
-            for offset, m in enumerate(messages)
-        ]
+        rows = _message_rows(session_id, seq, messages, expires)
 
         def run(db: sqlite3.Connection) -> int:
             db.execute("BEGIN IMMEDIATE")
             self._require_live(db, session_id, now)
             # The primary key (session_id, seq) is the conditional write: a taken sequence
             # raises IntegrityError, `_run` rolls back and reports SessionConflict.
-            db.executemany(
-                f"INSERT INTO messages (session_id, seq, {_MESSAGE_COLUMNS}) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                rows,
-            )
+            db.executemany(_INSERT_MESSAGE, rows)
             db.execute(
                 "UPDATE sessions SET updated_at = ?, expires_at = ?, "
                 "message_count = message_count + ? WHERE id = ?",
@@ -273,3 +271,25 @@ def _message_from_row(row: tuple[object, ...]) -> tuple[Message, float]:
         reasoning=cast(str, reasoning),
     )
     return message, cast(float, expiry)
+
+
+def _message_rows(
+    session_id: str, seq: int, messages: Sequence[Message], expires: int | float
+) -> list[tuple[object, ...]]:
+    """`messages` as rows of the messages table, at `seq`, `seq + 1`, ..."""
+    return [
+        (
+            session_id,
+            seq + offset,
+            m.role,
+            m.content,
+            m.status,
+            m.created_at,
+            encode_tool_calls(m.tool_calls),
+            m.tool_call_id,
+            m.name,
+            expires,
+            m.reasoning,
+        )
+        for offset, m in enumerate(messages)
+    ]
