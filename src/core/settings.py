@@ -96,11 +96,12 @@ class Settings(BaseSettings):
     aws_access_key_id: SecretStr | None = None
     aws_secret_access_key: SecretStr | None = None
     aws_session_token: SecretStr | None = None
-    # Where the DynamoDB client connects (core.aws.config, the SDK's own variables). What is
+    # Where the AWS clients connect (core.aws.config, the SDKs' own variables). What is
     # not set here comes from botocore's configuration chain (profiles, SSO, instance roles).
     aws_region: str | None = None
     aws_default_region: str | None = None
     aws_endpoint_url_dynamodb: str | None = None
+    aws_endpoint_url_secrets_manager: str | None = None
     aws_endpoint_url: str | None = None
     aws_ignore_configured_endpoint_urls: bool = False
     aws_use_fips_endpoint: bool = False

@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if is_simulated(services.model):
             logger.warning("No OPENAI_API_KEY set: the in-process simulated model answers")
-        await warm_up(services)  # Lambda init: boto3 client, Powertools, secrets
+        await warm_up(services)  # Lambda init: DynamoDB's connection, Powertools, secrets
         # Everything built so far lives as long as the process: freezing it keeps the cyclic
         # GC's collections from rescanning it while many streams run. On Lambda without a
         # collection first (about 50 ms of every cold start): startup's few cycles stay.

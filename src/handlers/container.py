@@ -8,6 +8,7 @@ this returns into routes and middleware.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -28,6 +29,7 @@ from core.turns.log import TurnLog
 from handlers.telemetry import TurnTelemetry
 
 if TYPE_CHECKING:
+    from core.aws.client import SecretsManagerClient
     from core.aws.dynamodb import DynamoDBTable
 
 SECRET_MAX_AGE_SECONDS = 300
@@ -58,6 +60,7 @@ class Services:
         aclose = getattr(self.model, "aclose", None)
         if aclose is not None:
             await aclose()
+        self.secrets.close()
 
 
 def build_services(
@@ -130,27 +133,19 @@ def build_model(settings: Settings, secrets: Secrets) -> ChatModel:
     )
 
 
-async def read_secret(secret_id: str) -> str:
-    """A Secrets Manager string through Powertools Parameters: fetched lazily, cached 5 min."""
-    import anyio
-    from aws_lambda_powertools.utilities import parameters
-
-    value = await anyio.to_thread.run_sync(
-        lambda: parameters.get_secret(secret_id, max_age=SECRET_MAX_AGE_SECONDS)
-    )
-    return str(value).strip()
-
-
 class Secrets:
-    """The two secrets, each given directly (a setting) or read by id (`read`, Secrets Manager
-    unless a test gives another); a value read joins the process's redactor before anything
-    else sees it. None: not configured."""
+    """The two secrets, each given directly (a setting) or read by id (`read`: Secrets Manager
+    unless a test gives another) and then kept SECRET_MAX_AGE_SECONDS, so a rotated secret is
+    picked up within that time. A value read joins the process's redactor before anything else
+    sees it. None: not configured."""
 
     def __init__(
-        self, settings: Settings, read: Callable[[str], Awaitable[str]] = read_secret
+        self, settings: Settings, read: Callable[[str], Awaitable[str]] | None = None
     ) -> None:
         self._settings = settings
-        self._read = read
+        self._read = read or self._from_secrets_manager
+        self._client: SecretsManagerClient | None = None
+        self._kept: dict[str, tuple[str, float]] = {}  # secret id -> (value, read at)
 
     async def api_key(self) -> str | None:
         """OPENAI_API_KEY, else the OPENAI_API_KEY_SECRET secret."""
@@ -165,9 +160,30 @@ class Secrets:
             return value.get_secret_value()
         if not secret_id:
             return None
-        secret = await self._read(secret_id)
+        kept = self._kept.get(secret_id)
+        if kept is not None and time.monotonic() - kept[1] < SECRET_MAX_AGE_SECONDS:
+            return kept[0]
+        secret = (await self._read(secret_id)).strip()
         process_redactor().add(secret)
+        self._kept[secret_id] = (secret, time.monotonic())
         return secret
+
+    async def _from_secrets_manager(self, secret_id: str) -> str:
+        """GetSecretValue, off the event loop (the client is core.aws's, like DynamoDB's)."""
+        import anyio.to_thread
+
+        from core.aws import config
+
+        def read() -> str:
+            if self._client is None:
+                self._client = config.secrets_manager(self._settings)
+            return self._client.get_secret_string(secret_id)
+
+        return await anyio.to_thread.run_sync(read)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
 
 
 def build_table(settings: Settings) -> DynamoDBTable | None:

@@ -6,12 +6,15 @@ DynamoDB and Secrets Manager are a moto server on loopback.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import boto3
 import pytest
 
-from core.aws.client import DynamoDBError
+from core.aws.client import AwsError
 from core.aws.dynamodb import DynamoDBTable
 from core.errors import StoreError
 from core.settings import Settings
@@ -20,6 +23,7 @@ from tests.dynamodb_table import create_table_from_template
 from tests.store_fixtures import moto_endpoint, use_fake_aws
 
 SECRET_VALUE = "sk-test-" + "x" * 20
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.fixture
@@ -97,7 +101,7 @@ async def test_the_tables_own_client_reaches_dynamodb_configured_by_the_environm
         lambda c: c.get_item(TableName=name, Key={"pk": {"S": "a"}, "sk": {"S": "b"}})
     )
     assert item["Item"]["pk"] == {"S": "a"}
-    with pytest.raises(DynamoDBError) as caught:
+    with pytest.raises(AwsError) as caught:
         client.put_item(
             TableName=name,
             Item={"pk": {"S": "a"}, "sk": {"S": "b"}},
@@ -114,3 +118,49 @@ async def test_an_unreachable_dynamodb_is_a_store_error_after_the_retries(
     table = DynamoDBTable("sessions", max_attempts=2)
     with pytest.raises(StoreError, match="unavailable"):
         await table.call(lambda c: c.get_item(TableName="sessions", Key={}))
+
+
+INIT_PROBE = """
+import asyncio, logging, sys
+from core.settings import Settings
+from handlers.container import build_services, warm_up
+
+logging.basicConfig(level=logging.WARNING)
+
+async def main() -> None:
+    settings = Settings(session_store="dynamodb", openai_api_key_secret=sys.argv[1])
+    services = build_services(settings)
+    await warm_up(services)
+    key = await services.secrets.api_key()
+    heavy = {"boto3", "botocore.session", "botocore.client", "botocore.auth", "urllib3"}
+    sdk = sorted(set(sys.modules) & heavy)
+    print(key == sys.argv[2], sdk)
+    await services.aclose()
+
+asyncio.run(main())
+"""
+
+
+def test_lambda_init_reaches_dynamodb_and_secrets_manager_without_the_aws_sdk(
+    secret_arn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GIVEN Lambda's environment (the credentials, region and endpoints it sets), a table and
+    the OpenAI key in a secret; WHEN a fresh process runs the app's init; THEN DynamoDB and
+    the secret were reached (no warm-up warning) and neither boto3 nor botocore's session,
+    client or signer nor urllib3 was imported: init pays none of their ~90 ms (README
+    Performance). Powertools imports the `botocore` package itself (its `__init__`, <1 ms)."""
+    table = f"sessions-{uuid.uuid4().hex}"
+    create_table_from_template(boto3.client("dynamodb"), table)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "sse-chat-agent-ChatFunction")
+    monkeypatch.setenv("SESSIONS_TABLE", table)
+    monkeypatch.setenv("PYTHONPATH", str(SRC))
+    probe = subprocess.run(
+        [sys.executable, "-c", INIT_PROBE, secret_arn, SECRET_VALUE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert probe.stdout.strip() == "True []"
+    assert "warm-up incomplete" not in probe.stderr, probe.stderr
+    assert SECRET_VALUE not in probe.stdout + probe.stderr

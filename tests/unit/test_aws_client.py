@@ -24,16 +24,21 @@ from pydantic import SecretStr
 
 from core.aws import config
 from core.aws.client import (
+    DYNAMODB,
     MAX_ATTEMPTS,
+    SECRETS_MANAGER,
+    AwsError,
+    AwsUnreachable,
     DynamoDBClient,
-    DynamoDBError,
-    DynamoDBUnreachable,
     Response,
+    SecretsManagerClient,
+    Service,
     Transport,
     retry_delay,
 )
 from core.aws.sigv4 import Credentials, sign_post
 from core.settings import Settings
+from handlers.container import SECRET_MAX_AGE_SECONDS, Secrets
 from tests.scripted_dynamodb import ScriptedDynamoDB
 
 WHEN = datetime(2026, 12, 5, 6, 7, 8, tzinfo=UTC)
@@ -120,45 +125,47 @@ def no_aws_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
-def _partition_regions() -> list[str]:
+def _partition_regions() -> list[tuple[Service, str]]:
     session = Session()
     return [
-        region
+        (service, region)
+        for service in (DYNAMODB, SECRETS_MANAGER)
         for partition in ("aws", "aws-cn", "aws-us-gov")
-        for region in session.get_available_regions("dynamodb", partition)
+        for region in session.get_available_regions(service.signing_name, partition)
     ]
 
 
-@pytest.mark.parametrize("region", _partition_regions())
-def test_every_region_gets_the_endpoint_botocore_resolves(region: str, no_aws_files: Path) -> None:
-    ours = config.resolve(_settings(aws_region=region)).endpoint
-    theirs = Session().create_client("dynamodb", region_name=region).meta.endpoint_url
-    assert ours == theirs
+@pytest.mark.parametrize(("service", "region"), _partition_regions())
+def test_every_region_gets_the_endpoint_botocore_resolves(
+    service: Service, region: str, no_aws_files: Path
+) -> None:
+    ours = config.resolve(_settings(aws_region=region), service).endpoint
+    client = Session().create_client(service.signing_name, region_name=region)  # type: ignore[call-overload]
+    assert ours == client.meta.endpoint_url
 
 
 def test_an_explicit_endpoint_wins_unless_configured_endpoints_are_ignored(
     no_aws_files: Path,
 ) -> None:
     local = "http://127.0.0.1:8000"
-    assert config.resolve(_settings(aws_region="eu-west-1", aws_endpoint_url=local)).endpoint == (
-        local
-    )
+    given = _settings(aws_region="eu-west-1", aws_endpoint_url=local)
+    assert config.resolve(given, DYNAMODB).endpoint == local
     both = _settings(aws_region="eu-west-1", aws_endpoint_url="x", aws_endpoint_url_dynamodb=local)
-    assert config.resolve(both).endpoint == local
+    assert config.resolve(both, DYNAMODB).endpoint == local
     ignored = _settings(
         aws_region="eu-west-1", aws_endpoint_url=local, aws_ignore_configured_endpoint_urls=True
     )
-    assert config.resolve(ignored).endpoint == "https://dynamodb.eu-west-1.amazonaws.com"
+    assert config.resolve(ignored, DYNAMODB).endpoint == "https://dynamodb.eu-west-1.amazonaws.com"
 
 
 def test_fips_and_unknown_partitions_are_botocores_to_resolve(
     no_aws_files: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_USE_FIPS_ENDPOINT", "true")  # read by Settings and by botocore
-    fips = config.resolve(_settings(aws_region="us-east-1"))
+    fips = config.resolve(_settings(aws_region="us-east-1"), DYNAMODB)
     monkeypatch.delenv("AWS_USE_FIPS_ENDPOINT")
     assert fips.endpoint == "https://dynamodb-fips.us-east-1.amazonaws.com"
-    iso = config.resolve(_settings(aws_region="us-iso-east-1"))
+    iso = config.resolve(_settings(aws_region="us-iso-east-1"), DYNAMODB)
     assert iso.endpoint == "https://dynamodb.us-iso-east-1.c2s.ic.gov"
 
 
@@ -171,7 +178,7 @@ def test_region_and_credentials_come_from_botocores_chain_when_not_set(
         "[default]\naws_access_key_id = AKIDFILE\naws_secret_access_key = secretfile\n"
     )
     # WHEN the client's connection is resolved THEN botocore's chain supplied both
-    connection = config.resolve(Settings())
+    connection = config.resolve(Settings(), DYNAMODB)
     assert connection.region == "ap-southeast-2"
     assert connection.endpoint == "https://dynamodb.ap-southeast-2.amazonaws.com"
     assert connection.credentials() == Credentials("AKIDFILE", "secretfile", None)
@@ -184,14 +191,85 @@ def test_lambdas_environment_credentials_are_used_as_given(no_aws_files: Path) -
         aws_secret_access_key=SecretStr("envsecret"),
         aws_session_token=SecretStr("envtoken"),
     )
-    assert config.resolve(settings).credentials() == Credentials("ASIAENV", "envsecret", "envtoken")
+    assert config.resolve(settings, DYNAMODB).credentials() == Credentials(
+        "ASIAENV", "envsecret", "envtoken"
+    )
 
 
 def test_no_region_or_no_credentials_is_a_clear_unreachable(no_aws_files: Path) -> None:
-    with pytest.raises(DynamoDBUnreachable, match="AWS_REGION"):
-        config.resolve(_settings())
-    with pytest.raises(DynamoDBUnreachable, match="credentials"):
-        config.resolve(Settings(aws_region="eu-west-1"))
+    with pytest.raises(AwsUnreachable, match="AWS_REGION"):
+        config.resolve(_settings(), DYNAMODB)
+    with pytest.raises(AwsUnreachable, match="credentials"):
+        config.resolve(Settings(aws_region="eu-west-1"), DYNAMODB)
+
+
+def test_each_service_has_its_own_explicit_endpoint(no_aws_files: Path) -> None:
+    settings = _settings(
+        aws_region="eu-west-1",
+        aws_endpoint_url_dynamodb="http://127.0.0.1:1",
+        aws_endpoint_url_secrets_manager="http://127.0.0.1:2",
+    )
+    assert config.resolve(settings, DYNAMODB).endpoint == "http://127.0.0.1:1"
+    assert config.resolve(settings, SECRETS_MANAGER).endpoint == "http://127.0.0.1:2"
+
+
+# ---- Secrets Manager -------------------------------------------------------------------------
+
+
+def _secrets_manager(answers: list[Response], seen: list[Any]) -> SecretsManagerClient:
+    def post(headers: Any, body: bytes) -> Response:
+        seen.append((headers, json.loads(body)))
+        return answers.pop(0)
+
+    return SecretsManagerClient(
+        endpoint="http://127.0.0.1:9",
+        region="eu-west-1",
+        credentials=lambda: Credentials("k", "s"),
+        transport=type("T", (), {"post": staticmethod(post)})(),  # type: ignore[arg-type]
+    )
+
+
+def test_a_secret_is_read_with_secrets_managers_json_1_1() -> None:
+    seen: list[Any] = []
+    client = _secrets_manager([Response(200, {}, b'{"SecretString": "sk-1", "Name": "k"}')], seen)
+    assert client.get_secret_string("arn:aws:secretsmanager:eu-west-1:1:secret:k") == "sk-1"
+    ((headers, body),) = seen
+    assert headers["x-amz-target"] == "secretsmanager.GetSecretValue"
+    assert headers["content-type"] == "application/x-amz-json-1.1"
+    assert "/eu-west-1/secretsmanager/aws4_request" in headers["authorization"]
+    assert body == {"SecretId": "arn:aws:secretsmanager:eu-west-1:1:secret:k"}
+
+
+def test_a_missing_or_binary_secret_is_an_error_with_its_code() -> None:
+    missing = Response(400, {}, b'{"__type": "ResourceNotFoundException", "Message": "no"}')
+    binary = Response(200, {}, b'{"SecretBinary": "AAEC"}')
+    client = _secrets_manager([missing, binary], [])
+    with pytest.raises(AwsError) as caught:
+        client.get_secret_string("gone")
+    assert (caught.value.code, caught.value.message) == ("ResourceNotFoundException", "no")
+    with pytest.raises(AwsError, match="NoSecretString"):
+        client.get_secret_string("binary")
+
+
+async def test_a_secret_read_is_kept_five_minutes_then_read_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr("handlers.container.time.monotonic", lambda: clock[0])
+    values = iter(["sk-old\n", "sk-new"])
+    reads: list[str] = []
+
+    async def read(secret_id: str) -> str:
+        reads.append(secret_id)
+        return next(values)
+
+    secrets = Secrets(Settings(openai_api_key_secret="arn:key"), read=read)
+    assert await secrets.api_key() == "sk-old"  # stripped
+    clock[0] += SECRET_MAX_AGE_SECONDS - 1
+    assert await secrets.api_key() == "sk-old"
+    clock[0] += 1
+    assert await secrets.api_key() == "sk-new"  # rotated: picked up once the 5 minutes are up
+    assert reads == ["arn:key", "arn:key"]
 
 
 # ---- retries (botocore's standard mode) ------------------------------------------------------
@@ -244,7 +322,7 @@ def test_the_last_try_raises_what_dynamodb_said(
     dynamodb, sleeps = scripted
     for _ in range(MAX_ATTEMPTS):
         dynamodb.error("ProvisionedThroughputExceededException", "slow down")
-    with pytest.raises(DynamoDBError) as caught:
+    with pytest.raises(AwsError) as caught:
         _get(dynamodb.client)
     assert (caught.value.code, caught.value.message) == (
         "ProvisionedThroughputExceededException",
@@ -259,7 +337,7 @@ def test_a_refusal_is_not_retried_and_keeps_its_fields(
 ) -> None:
     dynamodb, sleeps = scripted
     dynamodb.cancelled("None", "ConditionalCheckFailed")
-    with pytest.raises(DynamoDBError) as caught:
+    with pytest.raises(AwsError) as caught:
         dynamodb.client.transact_write_items(TransactItems=[])
     assert caught.value.code == "TransactionCanceledException"
     assert [r["Code"] for r in caught.value.cancellation_reasons] == [
@@ -306,7 +384,7 @@ def test_an_unparseable_error_body_still_names_its_status(
     dynamodb.client._transport = type(  # type: ignore[assignment]
         "T", (), {"post": staticmethod(lambda h, b: Response(413, {}, b"<html>too big</html>"))}
     )()
-    with pytest.raises(DynamoDBError) as caught:
+    with pytest.raises(AwsError) as caught:
         _get(dynamodb.client)
     assert (caught.value.code, caught.value.status) == ("HTTP413", 413)
 
@@ -326,7 +404,7 @@ def test_broken_connections_are_retried_then_unreachable() -> None:
         transport=type("T", (), {"post": staticmethod(refuse)})(),  # type: ignore[arg-type]
         sleep=sleeps.append,
     )
-    with pytest.raises(DynamoDBUnreachable, match="ConnectionRefusedError"):
+    with pytest.raises(AwsUnreachable, match="ConnectionRefusedError"):
         _get(client)
     assert len(tries) == MAX_ATTEMPTS and len(sleeps) == MAX_ATTEMPTS - 1
 
@@ -338,7 +416,7 @@ def test_the_retry_quota_stops_retries_once_spent(
     dynamodb.client._quota.available = 7  # one retry's worth (5) left, not two
     for _ in range(2):
         dynamodb.error("ThrottlingException")
-    with pytest.raises(DynamoDBError):
+    with pytest.raises(AwsError):
         _get(dynamodb.client)
     assert len(dynamodb.calls) == 2 and len(sleeps) == 1
 
@@ -346,6 +424,97 @@ def test_the_retry_quota_stops_retries_once_spent(
 def test_backoff_is_full_jitter_capped_at_20_seconds() -> None:
     assert [retry_delay(n, rand=lambda: 1.0) for n in (1, 2, 3, 6, 9)] == [1, 2, 4, 20, 20]
     assert retry_delay(3, rand=lambda: 0.5) == 2
+
+
+# One failed try of a DynamoDB PutItem: (HTTP status, error code, response headers) or a broken
+# connection. Everything botocore's standard mode tells apart. (A modelled error comes only from
+# the operations that model it, so the client keeps one set of them for every operation.)
+FAILURES: list[tuple[int, str, dict[str, str]] | Exception] = [
+    (400, "ProvisionedThroughputExceededException", {}),
+    (400, "ThrottlingException", {}),
+    (400, "RequestLimitExceeded", {}),
+    (400, "LimitExceededException", {}),
+    (400, "ConditionalCheckFailedException", {}),
+    (400, "TransactionConflictException", {}),
+    (400, "ValidationException", {}),
+    (400, "ResourceNotFoundException", {}),
+    (400, "ReplicatedWriteConflictException", {}),  # modelled retryable
+    (400, "RequestTimeoutException", {}),
+    (400, "PriorRequestNotComplete", {}),
+    (500, "InternalServerError", {}),
+    (502, "", {}),
+    (503, "ServiceUnavailable", {"x-amz-retry-after": "3000"}),
+    (504, "", {"x-amz-retry-after": "soon"}),
+    (413, "", {}),
+    (429, "TooManyRequestsException", {}),
+    (429, "SomethingNew", {"x-amz-retry-after": "250"}),
+    (400, "ThrottlingException", {"x-amz-retry-after": "12000"}),
+    ConnectionResetError(104, "reset"),
+    TimeoutError("read timed out"),
+]
+
+
+def _botocores(failure: tuple[int, str, dict[str, str]] | Exception, attempt: int) -> Any:
+    from botocore.awsrequest import AWSResponse
+    from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
+    from botocore.retries.standard import RetryContext
+
+    operation = Session().get_service_model("dynamodb").operation_model("PutItem")
+    if isinstance(failure, Exception):
+        caught = (
+            ReadTimeoutError(endpoint_url="x")
+            if isinstance(failure, TimeoutError)
+            else EndpointConnectionError(endpoint_url="x")
+        )
+        return RetryContext(attempt, operation, caught_exception=caught, request_context={})
+    status, code, headers = failure
+    parsed = {"Error": {"Code": code, "Message": ""}} if code else {"Error": {"Code": str(status)}}
+    response = AWSResponse("https://dynamodb.us-east-1.amazonaws.com/", status, headers, None)
+    return RetryContext(attempt, operation, parsed, response, request_context={})
+
+
+def _ours(failure: tuple[int, str, dict[str, str]] | Exception) -> Any:
+    from core.aws.client import AwsUnreachable, classify
+
+    if isinstance(failure, Exception):
+        return classify(AwsUnreachable(type(failure).__name__), DYNAMODB, {})
+    status, code, headers = failure
+    return classify(AwsError(status, code or f"HTTP{status}", "", {}), DYNAMODB, headers)
+
+
+@pytest.mark.parametrize("failure", FAILURES, ids=repr)
+def test_each_retry_decision_cost_and_delay_is_botocores_standard_mode(
+    failure: tuple[int, str, dict[str, str]] | Exception,
+) -> None:
+    from botocore.retries.quota import RetryQuota as BotocoreQuota
+    from botocore.retries.standard import (
+        ExponentialBackoff,
+        RetryEventAdapter,
+        RetryQuotaChecker,
+        StandardRetryConditions,
+        ThrottlingErrorDetector,
+    )
+
+    from core.aws.client import RETRY_COST, THROTTLING_RETRY_COST
+
+    detector = ThrottlingErrorDetector(RetryEventAdapter())
+    ours = _ours(failure)
+    assert (ours is not None) == StandardRetryConditions(max_attempts=4).is_retryable(
+        _botocores(failure, 1)
+    )
+    if ours is None:
+        return
+    context = _botocores(failure, 1)
+    RetryQuotaChecker(BotocoreQuota(), detector).acquire_retry_quota(context)
+    cost = THROTTLING_RETRY_COST if ours.throttling else RETRY_COST
+    assert cost == context.request_context["retry_quota_capacity"]
+    backoff = ExponentialBackoff(
+        random=lambda: 1.0, service_name="dynamodb", throttling_detector=detector
+    )
+    for attempt in (1, 2, 3):
+        base = 1.0 if ours.throttling else DYNAMODB.transient_backoff
+        delay = retry_delay(attempt, base=base, retry_after=ours.retry_after, rand=lambda: 1.0)
+        assert delay == pytest.approx(backoff.delay_amount(_botocores(failure, attempt)))
 
 
 # ---- the connection pool, over a loopback socket ---------------------------------------------

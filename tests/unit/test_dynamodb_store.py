@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from core.aws.client import DynamoDBError
+from core.aws.client import AwsError
 from core.errors import SessionConflict, SessionNotFound, StoreError
 from core.model.messages import Message
 from core.sessions.dynamodb import DynamoDBSessionStore
@@ -66,7 +66,7 @@ async def test_persistent_throttling_gives_a_clear_error_after_the_last_try(
         await store.load(SID, now=NOW)
     # the standard mode's throttling backoff: at most 1 s, then at most 2 s (full jitter)
     assert time.monotonic() - started < 3.5
-    assert isinstance(caught.value.__cause__, DynamoDBError)
+    assert isinstance(caught.value.__cause__, AwsError)
     assert dynamodb.calls == ["Query"] * 3  # three tries, no fourth
 
 
@@ -99,7 +99,7 @@ async def test_taken_sequence_is_a_conflict_and_not_retried(
     messages = [Message(role="user", content="q"), Message(role="assistant", content="a")]
     with pytest.raises(SessionConflict) as caught:
         await store.append(SID, messages, seq=3, now=NOW)
-    assert isinstance(caught.value.__cause__, DynamoDBError)
+    assert isinstance(caught.value.__cause__, AwsError)
     assert dynamodb.calls == ["TransactWriteItems"]
 
 

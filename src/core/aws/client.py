@@ -1,17 +1,22 @@
-"""A DynamoDB client for the seven operations the adapters use, over DynamoDB's JSON protocol.
+"""Clients for AWS's JSON protocol: DynamoDB (the seven operations the adapters use) and
+Secrets Manager (GetSecretValue).
 
-Why not botocore's client: on Lambda every turn writes to DynamoDB before its first byte, so
-the client is built during init, and botocore's import, session and client cost ~90 ms of a
-cold start, nearly all of the ~95 ms the cold-start budget allows over a bare FastAPI app
-(README Performance, DESIGN section 7). DynamoDB's protocol is one signed JSON POST per call
-whose body and answer are the low-level API's own shapes, so the adapters keep writing the
-calls they wrote for botocore (`put_item(TableName=..., Item=...)`, typed by mypy-boto3).
+Why not botocore's clients: on Lambda every turn writes to DynamoDB before its first byte, so
+init builds the client (and reads the secrets), and botocore's import, session and client cost
+~90 ms of a cold start, nearly all of the ~95 ms the cold-start budget allows over a bare
+FastAPI app (README Performance, DESIGN section 7). The protocol is one signed JSON POST per
+call whose body and answer are the low-level API's own shapes, so the adapters keep writing
+the calls they wrote for botocore (`put_item(TableName=..., Item=...)`, typed by mypy-boto3).
 
 What this keeps from botocore, on purpose the same:
-- retries: its `standard` mode (4 tries in all; throttling, transient codes, 5xx, broken
-  connections and timeouts; `random() * min(20, 2 ** (try - 1))` seconds between tries; a
-  retry quota of 500 that a retry spends 5 of, a timeout 10, and a first-try success refunds 1),
-  plus one rule botocore lacks: a transaction cancelled only by throttling is retried too;
+- retries: its `standard` mode as botocore 1.44 has it (4 tries in all for DynamoDB, 3 for
+  others; throttling codes and 429, transient codes and 5xx, errors the model marks retryable,
+  broken connections and timeouts; `random() * min(base * 2 ** (try - 1), 20)` seconds
+  between tries, base 1 s after throttling and 25 ms (DynamoDB) or 50 ms otherwise, raised by
+  an `x-amz-retry-after` header; a retry quota of 500 that a retry spends 5 of after
+  throttling and 14 otherwise, and a success refunds), plus one rule botocore lacks: a
+  transaction cancelled only by throttling is retried as throttling.
+  tests/unit/test_aws_client.py holds each decision and delay to botocore's own classes;
 - DynamoDB's CRC32 check of every answer (a mismatch is retried like a broken connection);
 - credentials, region and endpoint: core.aws.config (botocore itself where they are not
   simply given, as off Lambda).
@@ -59,12 +64,38 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-MAX_ATTEMPTS = 4  # botocore's standard mode
-TARGET_PREFIX = "DynamoDB_20120810."
-CONTENT_TYPE = "application/x-amz-json-1.0"
 USER_AGENT = "sse-chat-agent"
 
-# botocore's standard mode (botocore/retries/standard.py), as DynamoDB answers them.
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """What a JSON-protocol service's requests carry (its botocore model's metadata) and how
+    botocore's standard mode retries it."""
+
+    signing_name: str
+    target_prefix: str
+    json_version: str
+    max_attempts: int = 3  # tries in all
+    transient_backoff: float = 0.05  # seconds: the backoff's base for errors not throttling
+    retryable_codes: frozenset[str] = frozenset()  # errors its model marks retryable
+
+    @property
+    def content_type(self) -> str:
+        return f"application/x-amz-json-{self.json_version}"
+
+
+DYNAMODB = Service(
+    "dynamodb",
+    "DynamoDB_20120810",
+    "1.0",
+    max_attempts=4,
+    transient_backoff=0.025,
+    retryable_codes=frozenset({"ReplicatedWriteConflictException"}),
+)
+SECRETS_MANAGER = Service("secretsmanager", "secretsmanager", "1.1")
+MAX_ATTEMPTS = DYNAMODB.max_attempts
+
+# botocore's standard mode (botocore/retries/standard.py, 1.44).
 THROTTLING_CODES = frozenset(
     {
         "Throttling",
@@ -87,14 +118,15 @@ TRANSIENT_CODES = frozenset(
     {"RequestTimeout", "RequestTimeoutException", "PriorRequestNotComplete"}
 )
 TRANSIENT_STATUSES = frozenset({500, 502, 503, 504})
+THROTTLING_STATUS = 429
 # A transaction's participants, cancelled by throttling.
 THROTTLING_REASONS = frozenset(
     {"ThrottlingError", "ProvisionedThroughputExceeded", "RequestLimitExceeded"}
 )
 
 
-class DynamoDBError(Exception):
-    """DynamoDB's answer to a call it refused: `code` is its error type, without the
+class AwsError(Exception):
+    """A service's answer to a call it refused: `code` is its error type, without the
     namespace (`ConditionalCheckFailedException`); `fields` the rest of its body."""
 
     def __init__(self, status: int, code: str, message: str, fields: Mapping[str, Any]) -> None:
@@ -120,7 +152,7 @@ class DynamoDBError(Exception):
         return bool(codes & THROTTLING_REASONS) and "ConditionalCheckFailed" not in codes
 
 
-class DynamoDBUnreachable(Exception):
+class AwsUnreachable(Exception):
     """No answer: the connection failed or timed out on every try (text: the failure's type)."""
 
 
@@ -239,18 +271,68 @@ class RetryQuota:
             self.available = min(self.capacity, self.available + amount)
 
 
-RETRY_COST = 5
-TIMEOUT_RETRY_COST = 10
+RETRY_COST = 14
+THROTTLING_RETRY_COST = 5
 NO_RETRY_INCREMENT = 1
+MAX_BACKOFF = 20.0
+RETRY_AFTER_MAX_EXTRA = 5.0  # seconds a server's x-amz-retry-after may add to the backoff
 
 
-def retry_delay(attempt: int, *, rand: Callable[[], float] = random.random) -> float:
-    """botocore's standard backoff before retry number `attempt` (1-based), in seconds."""
-    return rand() * min(20.0, 2.0 ** (attempt - 1))
+def retry_delay(
+    attempt: int,
+    *,
+    base: float = 1.0,
+    retry_after: float | None = None,
+    rand: Callable[[], float] = random.random,
+) -> float:
+    """botocore's standard backoff before retry number `attempt` (1-based), in seconds:
+    `base` is 1 s after throttling, the service's `transient_backoff` otherwise; a server's
+    `retry_after` raises it, by at most RETRY_AFTER_MAX_EXTRA."""
+    delay = rand() * min(base * 2.0 ** (attempt - 1), MAX_BACKOFF)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, delay + RETRY_AFTER_MAX_EXTRA))
+    return delay
 
 
-class DynamoDBClient:
-    """DynamoDB's low-level API, the calls the adapters make (blocking; see the module)."""
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Whether a failed try is worth another, and if so what kind of failure it was."""
+
+    throttling: bool
+    retry_after: float | None = None
+
+
+def classify(failure: Exception, service: Service, headers: Mapping[str, str]) -> Retry | None:
+    """botocore's standard mode's decision for one failed try (None: do not retry)."""
+    retry_after = _retry_after(headers)
+    if isinstance(failure, AwsUnreachable):  # no answer, or a body that failed its CRC32
+        return Retry(throttling=False)
+    if not isinstance(failure, AwsError):
+        return None
+    if failure.throttled or failure.status == THROTTLING_STATUS:
+        return Retry(throttling=True, retry_after=retry_after)
+    if (
+        failure.code in TRANSIENT_CODES
+        or failure.code in service.retryable_codes
+        or failure.status in TRANSIENT_STATUSES
+    ):
+        return Retry(throttling=False, retry_after=retry_after)
+    return None
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("x-amz-retry-after")
+    try:
+        seconds = int(value) / 1000 if value is not None else None
+    except (ValueError, OverflowError):
+        return None
+    return seconds if seconds is not None and seconds >= 0 else None
+
+
+class JsonClient:
+    """One JSON-protocol service at one endpoint: signed calls, retried (blocking)."""
+
+    service: Service
 
     def __init__(
         self,
@@ -259,16 +341,81 @@ class DynamoDBClient:
         region: str,
         credentials: Callable[[], Credentials],
         transport: Transport | None = None,
-        max_attempts: int = MAX_ATTEMPTS,
+        max_attempts: int | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.endpoint = endpoint
         self.region = region
         self._credentials = credentials
         self._transport = transport or Transport(endpoint)
-        self.max_attempts = max(max_attempts, 1)
+        self.max_attempts = max(max_attempts or self.service.max_attempts, 1)
         self._sleep = sleep
         self._quota = RetryQuota()
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
+        """One operation, retried as the module says; AwsError or AwsUnreachable."""
+        body = json.dumps(params, separators=(",", ":")).encode()
+        attempt, last_cost = 1, 0
+        while True:
+            headers: Mapping[str, str] = {}
+            try:
+                answer = self._send(operation, body)
+            except (OSError, http.client.HTTPException) as exc:
+                failure: Exception = AwsUnreachable(type(exc).__name__)
+                failure.__cause__ = exc
+            else:
+                if answer.status == 200 and _crc32_matches(answer):
+                    self._quota.refund(last_cost or NO_RETRY_INCREMENT)
+                    return cast("dict[str, Any]", json.loads(answer.body))
+                headers = answer.headers
+                failure = (
+                    AwsUnreachable("CRC32 mismatch") if answer.status == 200 else _error(answer)
+                )
+            retry = classify(failure, self.service, headers)
+            if retry is None or attempt >= self.max_attempts:
+                raise failure
+            last_cost = THROTTLING_RETRY_COST if retry.throttling else RETRY_COST
+            if not self._quota.spend(last_cost):
+                raise failure
+            delay = retry_delay(
+                attempt,
+                base=1.0 if retry.throttling else self.service.transient_backoff,
+                retry_after=retry.retry_after,
+            )
+            logger.debug(
+                "%s %s: retry %d in %.3f s (%s)",
+                self.service.signing_name,
+                operation,
+                attempt,
+                delay,
+                failure,
+            )
+            self._sleep(delay)
+            attempt += 1
+
+    def _send(self, operation: str, body: bytes) -> Response:
+        headers = sign_post(
+            self.endpoint,
+            body,
+            {
+                "content-type": self.service.content_type,
+                "x-amz-target": f"{self.service.target_prefix}.{operation}",
+            },
+            credentials=self._credentials(),
+            region=self.region,
+            service=self.service.signing_name,
+        )
+        headers["user-agent"] = USER_AGENT  # unsigned, as botocore leaves it
+        return self._transport.post(headers, body)
+
+
+class DynamoDBClient(JsonClient):
+    """DynamoDB's low-level API, the calls the adapters make (blocking; see the module)."""
+
+    service = DYNAMODB
 
     def get_item(self, **params: Unpack[GetItemInputTypeDef]) -> GetItemOutputTypeDef:
         return cast("GetItemOutputTypeDef", self.call("GetItem", params))
@@ -295,50 +442,19 @@ class DynamoDBClient:
     ) -> TransactWriteItemsOutputTypeDef:
         return cast("TransactWriteItemsOutputTypeDef", self.call("TransactWriteItems", params))
 
-    def close(self) -> None:
-        self._transport.close()
 
-    def call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """One operation, retried as the module says; DynamoDBError or DynamoDBUnreachable."""
-        body = json.dumps(params, separators=(",", ":")).encode()
-        attempt = 1
-        spent = 0
-        while True:
-            try:
-                answer = self._send(operation, body)
-            except (OSError, http.client.HTTPException) as exc:
-                failure: Exception = DynamoDBUnreachable(type(exc).__name__)
-                failure.__cause__ = exc
-                cost = TIMEOUT_RETRY_COST if isinstance(exc, TimeoutError) else RETRY_COST
-            else:
-                if answer.status == 200 and _crc32_matches(answer):
-                    self._quota.refund(spent or NO_RETRY_INCREMENT)
-                    return cast("dict[str, Any]", json.loads(answer.body))
-                if answer.status == 200:
-                    failure, cost = DynamoDBUnreachable("CRC32 mismatch"), RETRY_COST
-                else:
-                    failure, cost = _error(answer), RETRY_COST
-                    if not _retryable(failure):
-                        raise failure
-            if attempt >= self.max_attempts or not self._quota.spend(cost):
-                raise failure
-            spent += cost
-            delay = retry_delay(attempt)
-            logger.debug("DynamoDB %s: retry %d in %.3f s (%s)", operation, attempt, delay, failure)
-            self._sleep(delay)
-            attempt += 1
+class SecretsManagerClient(JsonClient):
+    """Secrets Manager's GetSecretValue (blocking; see the module)."""
 
-    def _send(self, operation: str, body: bytes) -> Response:
-        headers = sign_post(
-            self.endpoint,
-            body,
-            {"content-type": CONTENT_TYPE, "x-amz-target": TARGET_PREFIX + operation},
-            credentials=self._credentials(),
-            region=self.region,
-            service="dynamodb",
-        )
-        headers["user-agent"] = USER_AGENT  # unsigned, as botocore leaves it
-        return self._transport.post(headers, body)
+    service = SECRETS_MANAGER
+
+    def get_secret_string(self, secret_id: str) -> str:
+        """The secret's current string; AwsError if it holds binary data instead."""
+        answer = self.call("GetSecretValue", {"SecretId": secret_id})
+        value = answer.get("SecretString")
+        if not isinstance(value, str):
+            raise AwsError(200, "NoSecretString", "the secret holds no string", {})
+        return value
 
 
 def _dropped(connection: http.client.HTTPConnection) -> bool:
@@ -358,8 +474,8 @@ def _crc32_matches(answer: Response) -> bool:
     return expected is None or zlib.crc32(answer.body) == int(expected)
 
 
-def _error(answer: Response) -> DynamoDBError:
-    """DynamoDB's error body: {"__type": "com.amazonaws.dynamodb.v20120810#Code", "message"}."""
+def _error(answer: Response) -> AwsError:
+    """The error body: {"__type": "[namespace#]Code", "message" or "Message", ...}."""
     try:
         body = json.loads(answer.body) if answer.body else {}
     except ValueError:
@@ -368,8 +484,4 @@ def _error(answer: Response) -> DynamoDBError:
         body = {}
     code = str(body.pop("__type", "")).rpartition("#")[2] or f"HTTP{answer.status}"
     message = str(body.pop("message", body.pop("Message", "")))
-    return DynamoDBError(answer.status, code, message, body)
-
-
-def _retryable(error: DynamoDBError) -> bool:
-    return error.throttled or error.code in TRANSIENT_CODES or error.status in TRANSIENT_STATUSES
+    return AwsError(answer.status, code, message, body)

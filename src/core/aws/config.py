@@ -1,4 +1,4 @@
-"""Where the DynamoDB client connects, and as whom: from Settings when they say (Lambda sets
+"""Where the AWS clients connect, and as whom: from Settings when they say (Lambda sets
 AWS_REGION and the credentials; tests and DynamoDB Local set AWS_ENDPOINT_URL_DYNAMODB), else
 from botocore's own configuration chain, imported only then (profiles, SSO, container and
 instance roles, FIPS and dual-stack endpoints, partitions added after this was written).
@@ -11,14 +11,22 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from core.aws.client import DynamoDBUnreachable
+from core.aws.client import (
+    DYNAMODB,
+    MAX_ATTEMPTS,
+    SECRETS_MANAGER,
+    AwsUnreachable,
+    DynamoDBClient,
+    SecretsManagerClient,
+    Service,
+)
 from core.aws.sigv4 import Credentials
 from core.settings import Settings
 
 if TYPE_CHECKING:
     from botocore.session import Session
 
-# DynamoDB's endpoint in the partitions with Function URLs and the Lambda Web Adapter
+# The services' endpoints in the partitions with Function URLs and the Lambda Web Adapter
 # (botocore/data/partitions.json: regionRegex and dnsSuffix).
 _PARTITIONS = (
     (re.compile(r"^(us|eu|ap|sa|ca|me|af|il|mx)\-\w+\-\d+$"), "amazonaws.com"),
@@ -34,30 +42,52 @@ class Connection:
     credentials: Callable[[], Credentials]
 
 
-def resolve(settings: Settings) -> Connection:
-    """The endpoint, region and credentials for DynamoDB; DynamoDBUnreachable when no region
-    or no credentials can be found."""
+def dynamodb(settings: Settings, *, max_attempts: int = MAX_ATTEMPTS) -> DynamoDBClient:
+    """A DynamoDB client configured as Settings (else botocore's chain) says."""
+    connection = resolve(settings, DYNAMODB)
+    return DynamoDBClient(
+        endpoint=connection.endpoint,
+        region=connection.region,
+        credentials=connection.credentials,
+        max_attempts=max_attempts,
+    )
+
+
+def secrets_manager(settings: Settings) -> SecretsManagerClient:
+    """A Secrets Manager client configured as Settings (else botocore's chain) says."""
+    connection = resolve(settings, SECRETS_MANAGER)
+    return SecretsManagerClient(
+        endpoint=connection.endpoint, region=connection.region, credentials=connection.credentials
+    )
+
+
+def resolve(settings: Settings, service: Service) -> Connection:
+    """The endpoint, region and credentials for `service`; AwsUnreachable when no region or
+    no credentials can be found."""
     botocore = _Botocore()
     region = settings.aws_region or settings.aws_default_region or botocore.region()
     if not region:
-        raise DynamoDBUnreachable("no AWS region: set AWS_REGION")
+        raise AwsUnreachable("no AWS region: set AWS_REGION")
     return Connection(
-        endpoint=_endpoint(settings, region) or botocore.endpoint(region),
+        endpoint=_endpoint(settings, service, region) or botocore.endpoint(service, region),
         region=region,
         credentials=_static(settings) or botocore.credentials(),
     )
 
 
-def _endpoint(settings: Settings, region: str) -> str | None:
+def _endpoint(settings: Settings, service: Service, region: str) -> str | None:
     if not settings.aws_ignore_configured_endpoint_urls:
-        explicit = settings.aws_endpoint_url_dynamodb or settings.aws_endpoint_url
+        explicit = {
+            DYNAMODB: settings.aws_endpoint_url_dynamodb,
+            SECRETS_MANAGER: settings.aws_endpoint_url_secrets_manager,
+        }.get(service) or settings.aws_endpoint_url
         if explicit:
             return explicit
     if settings.aws_use_fips_endpoint or settings.aws_use_dualstack_endpoint:
         return None
     for pattern, suffix in _PARTITIONS:
         if pattern.match(region):
-            return f"https://dynamodb.{region}.{suffix}"
+            return f"https://{service.signing_name}.{region}.{suffix}"
     return None
 
 
@@ -91,14 +121,14 @@ class _Botocore:
         region: Any = self.session().get_config_variable("region")
         return str(region) if region else None
 
-    def endpoint(self, region: str) -> str:
-        client: Any = self.session().create_client("dynamodb", region_name=region)
+    def endpoint(self, service: Service, region: str) -> str:
+        client: Any = self.session().create_client(service.signing_name, region_name=region)
         return str(client.meta.endpoint_url)
 
     def credentials(self) -> Callable[[], Credentials]:
         found = self.session().get_credentials()  # refreshes itself before it expires
         if found is None:
-            raise DynamoDBUnreachable("no AWS credentials found")
+            raise AwsUnreachable("no AWS credentials found")
 
         def current() -> Credentials:
             frozen = found.get_frozen_credentials()

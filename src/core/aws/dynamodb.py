@@ -19,7 +19,7 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
-from core.aws.client import MAX_ATTEMPTS, DynamoDBClient, DynamoDBError, DynamoDBUnreachable
+from core.aws.client import MAX_ATTEMPTS, AwsError, AwsUnreachable, DynamoDBClient
 from core.errors import StoreError
 from core.settings import Settings
 
@@ -29,21 +29,6 @@ logger = logging.getLogger(__name__)
 TTL_ATTRIBUTE = "expires_at"
 # Refusals the adapters translate themselves (a failed condition says something about the data).
 CONDITION_CODES = frozenset({"ConditionalCheckFailedException", "TransactionCanceledException"})
-
-
-def make_client(
-    settings: Settings | None = None, *, max_attempts: int = MAX_ATTEMPTS
-) -> DynamoDBClient:
-    """A DynamoDB client configured as Settings (else botocore's chain) says."""
-    from core.aws.config import resolve
-
-    connection = resolve(settings or Settings())
-    return DynamoDBClient(
-        endpoint=connection.endpoint,
-        region=connection.region,
-        credentials=connection.credentials,
-        max_attempts=max_attempts,
-    )
 
 
 class DynamoDBTable:
@@ -68,7 +53,10 @@ class DynamoDBTable:
         """The client, built once (calls may ask from several worker threads at once)."""
         with self._client_lock:
             if self._client is None:
-                self._client = make_client(self._settings, max_attempts=self.max_attempts)
+                from core.aws import config
+
+                settings = self._settings or Settings()
+                self._client = config.dynamodb(settings, max_attempts=self.max_attempts)
             return self._client
 
     async def connect(self) -> None:
@@ -82,12 +70,12 @@ class DynamoDBTable:
         """Run `operation` off the event loop (the client retries inside it).
 
         Failed conditions (`ConditionalCheckFailedException`, `TransactionCanceledException`
-        not caused by throttling) propagate as DynamoDBError for the caller to translate;
+        not caused by throttling) propagate as AwsError for the caller to translate;
         anything else is a `StoreError` whose text is safe to show.
         """
         try:
             return await anyio.to_thread.run_sync(lambda: operation(self.client()))
-        except DynamoDBError as exc:
+        except AwsError as exc:
             if exc.throttled:
                 logger.warning("DynamoDB kept throttling after %d tries", self.max_attempts)
                 raise StoreError("session store is busy; try again") from exc
@@ -95,7 +83,7 @@ class DynamoDBTable:
                 raise
             logger.warning("DynamoDB call failed: %s", exc.code)
             raise StoreError("session store failed") from exc
-        except DynamoDBUnreachable as exc:
+        except AwsUnreachable as exc:
             logger.warning("DynamoDB unreachable: %s", exc)
             raise StoreError("session store is unavailable") from exc
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from core.aws.client import DynamoDBError
+from core.aws.client import AwsError
 from core.aws.dynamodb import DynamoDBTable
 from core.errors import StoreError
 from core.quota.port import (
@@ -87,7 +87,7 @@ class DynamoDBRateLimiter:
                     },
                 )
             )
-        except DynamoDBError as exc:
+        except AwsError as exc:
             if exc.code != "ConditionalCheckFailedException":
                 raise StoreError("rate limiter failed") from exc
             check_request_count(self._per_minute + 1, self._per_minute, now)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar, cast
 import anyio
 import anyio.to_thread
 
-from core.aws.client import DynamoDBClient, DynamoDBError, retry_delay
+from core.aws.client import AwsError, DynamoDBClient, retry_delay
 from core.aws.dynamodb import TTL_ATTRIBUTE, DynamoDBTable
 from core.errors import SessionBusy, SessionConflict, SessionNotFound, StoreError
 from core.model.messages import Message, Role, Status
@@ -136,7 +136,7 @@ class DynamoDBSessionStore:
             await self._call(
                 lambda client: client.transact_write_items(TransactItems=[meta, *puts])
             )
-        except DynamoDBError as exc:
+        except AwsError as exc:
             raise SessionConflict("session id already exists") from exc
 
     async def load(self, session_id: str, *, now: float, limit: int | None = None) -> Session:
@@ -254,7 +254,7 @@ class DynamoDBSessionStore:
                     },
                 )
             )
-        except DynamoDBError as exc:
+        except AwsError as exc:
             meta = await self._call(
                 lambda client: client.get_item(
                     TableName=self._table, Key=self._meta_key(session_id), ConsistentRead=True
@@ -268,7 +268,7 @@ class DynamoDBSessionStore:
     async def unlock(self, session_id: str, *, owner: str) -> None:
         # A failed condition means someone else's lease (ours lapsed and was taken) or no
         # session: there is nothing of ours to release.
-        with contextlib.suppress(DynamoDBError):
+        with contextlib.suppress(AwsError):
             await self._call(
                 lambda client: client.update_item(
                     TableName=self._table,
@@ -312,7 +312,7 @@ class DynamoDBSessionStore:
             await self._call(
                 lambda client: client.transact_write_items(TransactItems=[meta_update, *puts])
             )
-        except DynamoDBError as exc:
+        except AwsError as exc:
             codes = [reason.get("Code") for reason in exc.cancellation_reasons]
             if codes and codes[0] == "ConditionalCheckFailed":
                 raise SessionNotFound(session_id) from exc
@@ -334,7 +334,7 @@ class DynamoDBSessionStore:
                     ExpressionAttributeValues={":now": {"N": _number(now)}},
                 )
             )
-        except DynamoDBError as exc:
+        except AwsError as exc:
             raise SessionNotFound(session_id) from exc
         keys = await self._query(session_id, newest_first=False, wanted=None, keys_only=True)
         for start in range(0, len(keys), _BATCH_SIZE):

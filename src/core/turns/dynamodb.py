@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
-from core.aws.client import DynamoDBError
+from core.aws.client import AwsError
 from core.aws.dynamodb import TTL_ATTRIBUTE, DynamoDBTable
 from core.sessions.rules import expires_at
 from core.turns.codec import dump_events, load_events
@@ -110,7 +110,7 @@ class DynamoDBTurnLog:
                     ReturnValues="ALL_NEW",
                 )
             )
-        except DynamoDBError as exc:
+        except AwsError as exc:
             raise TurnLost(turn_id) from exc
         return bool(answer.get("Attributes", {}).get("stop", {}).get("BOOL", False))
 
@@ -211,7 +211,7 @@ class DynamoDBTurnLog:
                     ExpressionAttributeValues=values,
                 )
             )
-        except DynamoDBError:
+        except AwsError:
             return False
         return True
 
@@ -235,7 +235,7 @@ class DynamoDBTurnLog:
                     )
                 )
                 return None
-            except DynamoDBError:
+            except AwsError:
                 answer = await self._call(
                     lambda c: c.get_item(
                         TableName=self._table, Key=self._claim_key(key), ConsistentRead=True
@@ -257,7 +257,7 @@ class DynamoDBTurnLog:
                     ExpressionAttributeValues={":v": {"S": value}},
                 )
             )
-        except DynamoDBError:
+        except AwsError:
             return
 
     async def _query(self, request: QueryInputTypeDef) -> list[Item]:
