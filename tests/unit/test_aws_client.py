@@ -348,6 +348,41 @@ def test_a_refusal_is_not_retried_and_keeps_its_fields(
     assert sleeps == []
 
 
+def test_a_transaction_carries_one_idempotency_token_across_its_retries(
+    scripted: tuple[ScriptedDynamoDB, list[float]],
+) -> None:
+    # GIVEN a transaction whose first answer is lost (a 500 after DynamoDB may have applied it)
+    dynamodb, _ = scripted
+    dynamodb.error("InternalServerError")
+    dynamodb._answers[-1] = (500, dynamodb._answers[-1][1])
+    dynamodb.answer({})
+    dynamodb.client.transact_write_items(TransactItems=[])
+    # THEN the retry sends the same ClientRequestToken (DynamoDB answers it as the first),
+    # the one member botocore's models mark as an idempotency token in the calls the client has
+    first, retry = (request["ClientRequestToken"] for request in dynamodb.requests)
+    assert first == retry and len(first) == 36
+    model = Session().get_service_model("dynamodb")
+    tokens = {
+        operation: [
+            name
+            for name, shape in model.operation_model(operation).input_shape.members.items()
+            if shape.metadata.get("idempotencyToken")
+        ]
+        for operation in (
+            "GetItem",
+            "PutItem",
+            "UpdateItem",
+            "DeleteItem",
+            "Query",
+            "BatchWriteItem",
+            "TransactWriteItems",
+        )
+    }
+    assert {op: names for op, names in tokens.items() if names} == {
+        "TransactWriteItems": ["ClientRequestToken"]
+    }
+
+
 def test_a_transaction_cancelled_only_by_throttling_is_retried(
     scripted: tuple[ScriptedDynamoDB, list[float]],
 ) -> None:

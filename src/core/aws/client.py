@@ -35,6 +35,7 @@ import select
 import ssl
 import threading
 import time
+import uuid
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -440,7 +441,11 @@ class DynamoDBClient(JsonClient):
     def transact_write_items(
         self, **params: Unpack[TransactWriteItemsInputTypeDef]
     ) -> TransactWriteItemsOutputTypeDef:
-        return cast("TransactWriteItemsOutputTypeDef", self.call("TransactWriteItems", params))
+        """With a ClientRequestToken unless one is given (botocore fills this idempotency
+        token too): a retry after a lost answer then succeeds instead of failing its own
+        conditions, for 10 minutes."""
+        request = {"ClientRequestToken": str(uuid.uuid4()), **params}
+        return cast("TransactWriteItemsOutputTypeDef", self.call("TransactWriteItems", request))
 
 
 class SecretsManagerClient(JsonClient):
