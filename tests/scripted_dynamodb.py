@@ -9,8 +9,9 @@ import zlib
 from collections.abc import Mapping
 from typing import Any
 
-from core.aws.client import DynamoDBClient, Response, Transport
+from core.aws.client import DynamoDBClient
 from core.aws.sigv4 import Credentials
+from core.aws.transport import Response, Transport
 
 ERROR_TYPE = "com.amazonaws.dynamodb.v20120810#"
 ENDPOINT = "http://127.0.0.1:9"  # never reached: the transport answers first

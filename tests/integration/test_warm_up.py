@@ -14,8 +14,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from core.aws.client import AwsError
 from core.aws.dynamodb import DynamoDBTable
+from core.aws.failures import AwsError
 from core.errors import StoreError
 from core.settings import Settings
 from handlers.container import Services, build_services, warm_up

@@ -27,16 +27,13 @@ from core.aws.client import (
     DYNAMODB,
     MAX_ATTEMPTS,
     SECRETS_MANAGER,
-    AwsError,
-    AwsUnreachable,
     DynamoDBClient,
-    Response,
     SecretsManagerClient,
     Service,
-    Transport,
-    retry_delay,
 )
+from core.aws.failures import AwsError, AwsUnreachable, retry_delay
 from core.aws.sigv4 import Credentials, sign_post
+from core.aws.transport import Response, Transport
 from core.settings import Settings
 from handlers.container import SECRET_MAX_AGE_SECONDS, Secrets
 from tests.scripted_dynamodb import ScriptedDynamoDB
@@ -509,12 +506,13 @@ def _botocores(failure: tuple[int, str, dict[str, str]] | Exception, attempt: in
 
 
 def _ours(failure: tuple[int, str, dict[str, str]] | Exception) -> Any:
-    from core.aws.client import AwsUnreachable, classify
+    from core.aws.failures import AwsUnreachable, classify
 
     if isinstance(failure, Exception):
-        return classify(AwsUnreachable(type(failure).__name__), DYNAMODB, {})
+        return classify(AwsUnreachable(type(failure).__name__), {})
     status, code, headers = failure
-    return classify(AwsError(status, code or f"HTTP{status}", "", {}), DYNAMODB, headers)
+    error = AwsError(status, code or f"HTTP{status}", "", {})
+    return classify(error, headers, modeled=DYNAMODB.retryable_codes)
 
 
 @pytest.mark.parametrize("failure", FAILURES, ids=repr)
@@ -530,7 +528,7 @@ def test_each_retry_decision_cost_and_delay_is_botocores_standard_mode(
         ThrottlingErrorDetector,
     )
 
-    from core.aws.client import RETRY_COST, THROTTLING_RETRY_COST
+    from core.aws.failures import RETRY_COST, THROTTLING_RETRY_COST
 
     detector = ThrottlingErrorDetector(RetryEventAdapter())
     ours = _ours(failure)

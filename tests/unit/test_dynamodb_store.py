@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from core.aws.client import AwsError
+from core.aws.failures import AwsError
 from core.errors import SessionConflict, SessionNotFound, StoreError
 from core.model.messages import Message
 from core.sessions.dynamodb import DynamoDBSessionStore

@@ -15,11 +15,11 @@ from core.aws.client import (
     DYNAMODB,
     MAX_ATTEMPTS,
     SECRETS_MANAGER,
-    AwsUnreachable,
     DynamoDBClient,
     SecretsManagerClient,
     Service,
 )
+from core.aws.failures import AwsUnreachable
 from core.aws.sigv4 import Credentials
 from core.settings import Settings
 

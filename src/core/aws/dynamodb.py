@@ -19,7 +19,8 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
-from core.aws.client import MAX_ATTEMPTS, AwsError, AwsUnreachable, DynamoDBClient
+from core.aws.client import MAX_ATTEMPTS, DynamoDBClient
+from core.aws.failures import AwsError, AwsUnreachable
 from core.errors import StoreError
 from core.settings import Settings
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from core.aws.client import AwsError
 from core.aws.dynamodb import DynamoDBTable
+from core.aws.failures import AwsError
 from core.errors import StoreError
 from core.quota.port import (
     DAY,

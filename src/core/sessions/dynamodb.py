@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, TypeVar, cast
 import anyio
 import anyio.to_thread
 
-from core.aws.client import AwsError, DynamoDBClient, retry_delay
+from core.aws.client import DynamoDBClient
 from core.aws.dynamodb import TTL_ATTRIBUTE, DynamoDBTable
+from core.aws.failures import AwsError, retry_delay
 from core.errors import SessionBusy, SessionConflict, SessionNotFound, StoreError
 from core.model.messages import Message, Role, Status
 from core.sessions.port import Page, Session

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, cast
 
-from core.aws.client import AwsError
 from core.aws.dynamodb import TTL_ATTRIBUTE, DynamoDBTable
+from core.aws.failures import AwsError
 from core.sessions.rules import expires_at
 from core.turns.codec import dump_events, load_events
 from core.turns.log import Encoded, TurnLost, TurnRead, TurnRecord, TurnState
