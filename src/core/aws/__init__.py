@@ -1,2 +1,4 @@
-"""What the DynamoDB adapters share: the table, its client (DynamoDB's JSON protocol, SigV4,
-botocore's standard retries) and where that client connects."""
+"""DynamoDB and Secrets Manager without botocore's client (client says why): the signed JSON
+calls (client, sigv4), botocore's standard retry mode (failures), the connection pool
+(transport), where to connect and as whom (config), and the table the DynamoDB adapters share
+(dynamodb)."""
