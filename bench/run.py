@@ -756,7 +756,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--resume-turns", type=int, default=3, help="turns per store for resume_lag_ms (0: skip)"
     )
     parser.add_argument(
-        "--cold-starts", type=int, default=5, help="artifact cold start runs per app (0: skip)"
+        "--cold-starts", type=int, default=9, help="artifact cold start runs per app (0: skip)"
     )
     parser.add_argument(
         "--only",
