@@ -147,7 +147,7 @@ def test_lambda_init_reaches_dynamodb_and_secrets_manager_without_the_aws_sdk(
     """GIVEN Lambda's environment (the credentials, region and endpoints it sets), a table and
     the OpenAI key in a secret; WHEN a fresh process runs the app's init; THEN DynamoDB and
     the secret were reached (no warm-up warning) and neither boto3 nor botocore's session,
-    client or signer nor urllib3 was imported: init pays none of their ~90 ms (README
+    client or signer nor urllib3 was imported: init pays none of their ~100 ms (README
     Performance). Powertools imports the `botocore` package itself (its `__init__`, <1 ms)."""
     table = f"sessions-{uuid.uuid4().hex}"
     create_table_from_template(boto3.client("dynamodb"), table)

@@ -3,8 +3,8 @@ Secrets Manager (GetSecretValue).
 
 Why not botocore's clients: on Lambda every turn writes to DynamoDB before its first byte, so
 init builds the client (and reads the secrets), and botocore's import, session and client cost
-~90 ms of a cold start, nearly all of the ~95 ms the cold-start budget allows over a bare
-FastAPI app (README Performance, DESIGN section 7). The protocol is one signed JSON POST per
+~100 ms of a cold start, as much as the whole margin the cold-start target (1.3x a bare FastAPI
+app's first byte) leaves (README Performance, DESIGN section 7). The protocol is one signed JSON POST per
 call whose body and answer are the low-level API's own shapes, so the adapters keep writing
 the calls they wrote for botocore (`put_item(TableName=..., Item=...)`, typed by mypy-boto3).
 

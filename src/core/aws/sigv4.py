@@ -2,8 +2,8 @@
 
 Hand-written rather than botocore's `SigV4Auth` because botocore's signer comes with botocore:
 importing it costs ~40 ms of a Lambda cold start, and the whole SDK (session, models, client)
-~90 ms of the ~95 ms the cold-start budget allows over a bare FastAPI app (README
-Performance). The algorithm is AWS's published one, for the simplest case (no query string,
+~100 ms, as much as the whole margin the cold-start target leaves over a bare FastAPI app
+(README Performance). The algorithm is AWS's published one, for the simplest case (no query string,
 a single path, every header given here signed); tests/unit/test_aws_client.py checks it against
 botocore's signer, header for header, on generated requests.
 """
