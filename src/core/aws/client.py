@@ -3,10 +3,11 @@ Secrets Manager (GetSecretValue).
 
 Why not botocore's clients: on Lambda every turn writes to DynamoDB before its first byte, so
 init builds the client (and reads the secrets), and botocore's import, session and client cost
-~100 ms of a cold start, as much as the whole margin the cold-start target (1.3x a bare FastAPI
-app's first byte) leaves (README Performance, DESIGN section 7). The protocol is one signed JSON POST per
-call whose body and answer are the low-level API's own shapes, so the adapters keep writing
-the calls they wrote for botocore (`put_item(TableName=..., Item=...)`, typed by mypy-boto3).
+~100 ms of a cold start, as much as the whole margin the cold-start target (1.3x a bare
+FastAPI app's first byte) leaves (README Performance, DESIGN section 7). The protocol is one
+signed JSON POST per call whose body and answer are the low-level API's own shapes, so the
+adapters keep writing the calls they wrote for botocore (`put_item(TableName=..., Item=...)`,
+typed by mypy-boto3).
 
 What this keeps from botocore, on purpose the same: its standard retry mode
 (core.aws.failures), DynamoDB's CRC32 check of every answer (a mismatch is retried like a
