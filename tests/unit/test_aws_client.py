@@ -409,6 +409,18 @@ def test_a_body_that_fails_its_crc32_is_fetched_again(
     assert dynamodb.calls == ["GetItem"] * 2
 
 
+def test_a_success_that_is_not_a_json_object_is_unreachable_not_a_crash(
+    scripted: tuple[ScriptedDynamoDB, list[float]],
+) -> None:
+    dynamodb, sleeps = scripted
+    dynamodb.client._transport = type(  # type: ignore[assignment]
+        "T", (), {"post": staticmethod(lambda h, b: Response(200, {}, b"<html>proxy</html>"))}
+    )()
+    with pytest.raises(AwsUnreachable, match="not a JSON object"):
+        _get(dynamodb.client)
+    assert sleeps == []
+
+
 def test_an_unparseable_error_body_still_names_its_status(
     scripted: tuple[ScriptedDynamoDB, list[float]],
 ) -> None:

@@ -123,7 +123,7 @@ class JsonClient:
         self._transport.close()
 
     def call(self, operation: str, params: Mapping[str, Any]) -> dict[str, Any]:
-        """One operation, retried as the module says; AwsError or AwsUnreachable."""
+        """One operation, retried as core.aws.failures says; AwsError or AwsUnreachable."""
         body = json.dumps(params, separators=(",", ":")).encode()
         attempt, last_cost = 1, 0
         while True:
@@ -136,7 +136,7 @@ class JsonClient:
             else:
                 if answer.status == 200 and _crc32_matches(answer):
                     self._quota.refund(last_cost or NO_RETRY_INCREMENT)
-                    return cast("dict[str, Any]", json.loads(answer.body))
+                    return _parsed(answer)
                 headers = answer.headers
                 failure = (
                     AwsUnreachable("CRC32 mismatch") if answer.status == 200 else _error(answer)
@@ -230,7 +230,21 @@ class SecretsManagerClient(JsonClient):
 
 def _crc32_matches(answer: Response) -> bool:
     expected = answer.headers.get("x-amz-crc32")
-    return expected is None or zlib.crc32(answer.body) == int(expected)
+    if expected is None:
+        return True
+    return expected.isdigit() and zlib.crc32(answer.body) == int(expected)
+
+
+def _parsed(answer: Response) -> dict[str, Any]:
+    """A success's body; AwsUnreachable (not retried, as botocore's parser errors are not) if
+    it is not a JSON object."""
+    try:
+        body = json.loads(answer.body)
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        raise AwsUnreachable("an answer that is not a JSON object")
+    return body
 
 
 def _error(answer: Response) -> AwsError:
