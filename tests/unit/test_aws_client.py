@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import logging
 import threading
 import zlib
 from collections.abc import Iterator
@@ -630,3 +631,21 @@ def test_a_connection_the_server_dropped_while_idle_is_replaced_without_a_retry(
     assert client.query(TableName="b") == {"echo": "b"}
     assert len(handler.connections) == 2
     client.close()
+
+
+def test_debug_logs_of_retries_hold_no_credentials_or_signature(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # GIVEN LOG_LEVEL=DEBUG and a call that is throttled once, with temporary credentials
+    dynamodb = ScriptedDynamoDB()
+    dynamodb.client._sleep = lambda _: None
+    dynamodb.client._credentials = lambda: Credentials("ASIAKEYID", "secret-key-x", "token-x")
+    dynamodb.error("ThrottlingException", "Rate exceeded")
+    dynamodb.answer({})
+    with caplog.at_level(logging.DEBUG):
+        _get(dynamodb.client)
+    # THEN the retry is logged by operation and error, never with the keys or the signature
+    assert "GetItem: retry 1" in caplog.text and "ThrottlingException" in caplog.text
+    signature = dynamodb.headers[0]["authorization"].rsplit("=", 1)[1]
+    for secret in ("secret-key-x", "token-x", signature):
+        assert secret not in caplog.text
